@@ -1,0 +1,87 @@
+# rtmx.ha: `make lab` deploys the container lab, `make test` runs every test.
+# Both set up what they need: the virtualenv, a Docker engine, the node image.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+COLLECTION_LINK := .collections/ansible_collections/rtmx/ha
+LAB_SUBNET ?=
+LAB_EXTRA := $(if $(LAB_SUBNET),-e rtmx_lab_subnet=$(LAB_SUBNET),)
+TIMINGS := .cache/timings.txt
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= 1
+# Where the node image tag comes from; recomputed so a changed input rebuilds.
+export RTMX_NODE_IMAGE = $(shell scripts/node-image.sh tag)
+
+timed = scripts/timed.sh $(TIMINGS)
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+.PHONY: venv
+venv: $(VENV)/.installed $(COLLECTION_LINK) ## Create the controller virtualenv
+
+.PHONY: docker
+docker: ## Install and start a Docker engine when none runs
+	scripts/ensure-docker.sh
+
+.PHONY: image
+image: docker ## Build the lab node image (only when its inputs changed)
+	scripts/node-image.sh build
+
+.PHONY: lab
+lab: venv image ## Create the container lab and converge site.yml on it
+	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab.yml
+
+.PHONY: lab-down
+lab-down: venv ## Remove the lab: containers, volumes, network, .lab/
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine running: nothing to remove"; exit 0; }
+	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab-down.yml
+
+.PHONY: lint
+lint: venv ## yamllint and ansible-lint (production profile)
+	yamllint -s .
+	ansible-lint --profile production --strict
+
+.PHONY: unit
+unit: venv ## pytest unit tests (modules, module_utils)
+	pytest -q tests/unit
+
+.PHONY: build
+build: venv ## Build the collection tarball into build/
+	mkdir -p build
+	ansible-galaxy collection build --force --output-path build .
+
+.PHONY: molecule
+molecule: venv image ## molecule test: create, converge, idempotence, verify, destroy
+	molecule test --all
+
+.PHONY: test
+test: venv image ## Every test: lint, unit, build, molecule (prints durations)
+	@rm -f $(TIMINGS)
+	$(timed) lint $(MAKE) --no-print-directory lint
+	$(timed) unit $(MAKE) --no-print-directory unit
+	$(timed) build $(MAKE) --no-print-directory build
+	$(timed) molecule $(MAKE) --no-print-directory molecule
+	@echo "== durations"; cat $(TIMINGS)
+
+.PHONY: clean
+clean: ## Remove build output and caches (not the lab)
+	rm -rf build .cache .pytest_cache
