@@ -1,13 +1,84 @@
-"""Shared helpers for the whole-stack testinfra tests."""
+"""Shared helpers for the whole-stack testinfra tests.
 
+Cluster-level checks reach every node through testinfra's ansible backend,
+with molecule's inventory; credentials are read from the nodes' own files
+(root inside the container), never printed.
+"""
+
+import json
 import os
 import pathlib
+import time
 
 import pytest
+import testinfra
 
 PROJECT_DIR = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+PG_HOSTS = ["pg1", "pg2", "pg3"]
+ADDRESSES = {"pg1": "198.18.1.11", "pg2": "198.18.1.12", "pg3": "198.18.1.13"}
 
 
 @pytest.fixture(scope="session")
 def project_dir() -> pathlib.Path:
     return PROJECT_DIR
+
+
+@pytest.fixture(scope="session")
+def inventory() -> str:
+    assert INVENTORY, "MOLECULE_INVENTORY_FILE is not set: run through `molecule verify`"
+    return INVENTORY
+
+
+@pytest.fixture(scope="session")
+def nodes(inventory):
+    """testinfra hosts of the data tier, by inventory name."""
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in PG_HOSTS}
+
+
+def wait_for(check, timeout=60.0, interval=1.0, what="condition"):
+    """Poll check() until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except AssertionError as error:  # keep polling, report the last one
+            last = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def patroni_cluster(node) -> dict:
+    out = node.check_output(f"curl -sf http://{ADDRESSES[node.backend.host]}:8008/cluster")
+    return json.loads(out)
+
+
+def leader_name(node) -> str:
+    leaders = [m["name"] for m in patroni_cluster(node)["members"] if m["role"] == "leader"]
+    assert len(leaders) == 1, leaders
+    return leaders[0]
+
+
+def psql(node, sql: str, db: str = "postgres") -> str:
+    cmd = node.run("runuser -u postgres -- psql -X -Atq -d %s -c %s", db, sql)
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def redis_cli(node, *args: str, sentinel: bool = False) -> str:
+    conf, port = ("/etc/redis/sentinel.conf", 26379) if sentinel else ("/etc/redis/redis.conf", 6379)
+    password = f"$(awk '/^requirepass/ {{gsub(/\"/, \"\", $2); print $2}}' {conf})"
+    quoted = " ".join(f"'{a}'" for a in args)
+    cmd = node.run(f"REDISCLI_AUTH={password} redis-cli --no-auth-warning -p {port} {quoted}")
+    assert cmd.rc == 0, cmd.stderr
+    return cmd.stdout.strip()
+
+
+def redis_master(nodes) -> str:
+    """Inventory name of the node that says role:master."""
+    masters = [n for n, h in nodes.items() if "role:master" in redis_cli(h, "INFO", "replication")]
+    assert len(masters) == 1, masters
+    return masters[0]

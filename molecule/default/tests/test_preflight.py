@@ -4,6 +4,7 @@ Runs the real site.yml from the controller against this scenario's
 containers with deliberately broken inventories.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -28,13 +29,14 @@ def _inventory(groups: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_site(project_dir, tmp_path, inventory_text):
+def _run_site(project_dir, tmp_path, inventory_text, extra_vars=None):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(inventory_text)
     env = dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    result = subprocess.run([ansible_playbook, "-i", str(inventory), str(project_dir / "playbooks" / "site.yml")],
+    extra = ["-e", json.dumps(extra_vars)] if extra_vars else []
+    result = subprocess.run([ansible_playbook, "-i", str(inventory), str(project_dir / "playbooks" / "site.yml"), *extra],
                             env=env, cwd=project_dir, capture_output=True, text=True, timeout=600)
     return result.returncode, " ".join((result.stdout + result.stderr).split())
 
@@ -74,4 +76,22 @@ def test_duplicate_addresses_are_refused(project_dir, tmp_path):
     rc, output = _run_site(project_dir, tmp_path, _inventory(VALID).replace("198.18.1.31", "198.18.1.11"))
     assert rc != 0, output
     assert "several hosts share one rtmx_address" in output, output
+    _assert_nothing_changed(output)
+
+
+@pytest.mark.parametrize(
+    "extra_vars, message",
+    [
+        pytest.param({"patroni_ttl": 20, "patroni_loop_wait": 10, "patroni_retry_timeout": 10},
+                     "loop_wait (10) + 2 * retry_timeout (10) = 30 must be <= ttl (20)", id="patroni-timing"),
+        pytest.param({"patroni_primary_start_timeout": 300},
+                     "must stay under the 60 s failover target", id="patroni-primary-start-timeout"),
+        pytest.param({"redis_sentinel_quorum": 4},
+                     "redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)", id="quorum-too-large"),
+    ],
+)
+def test_unsafe_settings_stop_site_before_any_change(project_dir, tmp_path, extra_vars, message):
+    rc, output = _run_site(project_dir, tmp_path, _inventory(VALID), extra_vars)
+    assert rc != 0, output
+    assert message in output, output
     _assert_nothing_changed(output)

@@ -1,0 +1,51 @@
+"""Redis with Sentinel: one master, two replicas, Sentinels in agreement."""
+
+from conftest import ADDRESSES, redis_cli, redis_master
+
+testinfra_hosts = ["pg1"]
+
+
+def test_one_master_and_two_online_replicas(nodes):
+    master = redis_master(nodes)
+    info = redis_cli(nodes[master], "INFO", "replication")
+    assert "connected_slaves:2" in info
+    assert info.count("state=online") == 2
+    for name, node in nodes.items():
+        if name != master:
+            replica = redis_cli(node, "INFO", "replication")
+            assert "role:slave" in replica
+            assert f"master_host:{ADDRESSES[master]}" in replica
+            assert "master_link_status:up" in replica
+
+
+def test_every_sentinel_names_the_same_master(nodes):
+    master = redis_master(nodes)
+    for node in nodes.values():
+        answer = redis_cli(node, "SENTINEL", "get-master-addr-by-name", "rtmx", sentinel=True).split()
+        assert answer == [ADDRESSES[master], "6379"]
+
+
+def test_sentinel_ckquorum_is_ok(nodes):
+    for node in nodes.values():
+        assert redis_cli(node, "SENTINEL", "CKQUORUM", "rtmx", sentinel=True).startswith("OK 3 usable Sentinels")
+
+
+def test_sentinel_detects_a_dead_master_within_the_health_check_window(nodes):
+    fields = redis_cli(nodes["pg1"], "SENTINEL", "MASTER", "rtmx", sentinel=True).splitlines()
+    settings = dict(zip(fields[::2], fields[1::2]))
+    assert int(settings["down-after-milliseconds"]) <= 15000
+    assert settings["quorum"] == "2"
+
+
+def test_bounded_loss_and_persistence_settings(nodes):
+    for node in nodes.values():
+        assert redis_cli(node, "CONFIG", "GET", "min-replicas-to-write").splitlines()[1] == "1"
+        assert redis_cli(node, "CONFIG", "GET", "appendonly").splitlines()[1] == "yes"
+
+
+def test_clients_without_the_password_are_refused(nodes):
+    for name, node in nodes.items():
+        out = node.run(f"redis-cli -h {ADDRESSES[name]} PING")
+        assert "NOAUTH" in out.stdout + out.stderr
+        out = node.run(f"redis-cli -h {ADDRESSES[name]} -p 26379 PING")
+        assert "NOAUTH" in out.stdout + out.stderr
