@@ -25,10 +25,11 @@ timed = scripts/timed.sh $(TIMINGS)
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt sync_server/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -e 'sync_server[test]'
 	touch $@
 
 $(COLLECTION_LINK):
@@ -60,9 +61,14 @@ lint: venv ## yamllint and ansible-lint (production profile)
 	yamllint -s .
 	ansible-lint --profile production --strict
 
+.PHONY: packages
+packages: ## Install the Debian packages the tests need (redis-server, postgresql-15)
+	scripts/ensure-packages.sh
+
 .PHONY: unit
-unit: venv ## pytest unit tests (modules, module_utils)
+unit: venv packages ## pytest: unit tests, and the sync server against real Redis and PostgreSQL
 	pytest -q tests/unit
+	cd sync_server && pytest -q -p no:cacheprovider tests
 
 .PHONY: build
 build: venv ## Build the collection tarball into build/

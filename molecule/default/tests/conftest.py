@@ -8,6 +8,9 @@ with molecule's inventory; credentials are read from the nodes' own files
 import json
 import os
 import pathlib
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,7 +19,9 @@ import testinfra
 PROJECT_DIR = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 PG_HOSTS = ["pg1", "pg2", "pg3"]
-ADDRESSES = {"pg1": "198.18.1.11", "pg2": "198.18.1.12", "pg3": "198.18.1.13"}
+LB_HOSTS = ["lb1", "lb2"]
+ADDRESSES = {"pg1": "198.18.1.11", "pg2": "198.18.1.12", "pg3": "198.18.1.13", "lb1": "198.18.1.31", "lb2": "198.18.1.32"}
+VIP = "198.18.1.100"
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +39,40 @@ def inventory() -> str:
 def nodes(inventory):
     """testinfra hosts of the data tier, by inventory name."""
     return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in PG_HOSTS}
+
+
+@pytest.fixture(scope="session")
+def lbs(inventory):
+    """testinfra hosts of the lb tier, by inventory name."""
+    return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in LB_HOSTS}
+
+
+def secret(name: str) -> str:
+    """A generated password from this scenario's secrets directory."""
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "secrets", name)
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().split()[0]
+
+
+def vip_holders(lbs) -> list:
+    return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
+
+
+def run_site(project_dir, inventory, *args: str, timeout: int = 900) -> str:
+    """Run playbooks/site.yml on this scenario's inventory; return its output (asserts success)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
+    ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    result = subprocess.run([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / "playbooks/site.yml"),
+                             *args], env=env, cwd=project_dir, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def changed_per_host(output: str) -> dict:
+    recap = output.split("PLAY RECAP", 1)[1]
+    return {host: int(n) for host, n in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", recap, flags=re.M)}
 
 
 def wait_for(check, timeout=60.0, interval=1.0, what="condition"):

@@ -14,12 +14,13 @@ import pytest
 
 testinfra_hosts = ["local://"]
 
-NODES = {"pg1": 11, "pg2": 12, "pg3": 13, "lb1": 31}
+NODES = {"pg1": 11, "pg2": 12, "pg3": 13, "lb1": 31, "lb2": 32}
 
 
 def _inventory(groups: dict[str, list[str]]) -> str:
     lines = ["all:", "  vars:", "    ansible_connection: community.docker.docker",
-             "    ansible_python_interpreter: /usr/bin/python3", "  children:"]
+             "    ansible_python_interpreter: /usr/bin/python3", "    rtmx_vip: 198.18.1.100",
+             "    rtmx_cluster_networks: [198.18.1.0/24]", "  children:"]
     for group, members in groups.items():
         lines.append(f"    {group}:")
         lines.append("      hosts:" if members else "      hosts: {}")
@@ -50,7 +51,7 @@ def _assert_nothing_changed(output: str):
 
 
 VALID = {"etcd": ["pg1", "pg2", "pg3"], "postgres": ["pg1", "pg2", "pg3"], "redis": ["pg1", "pg2", "pg3"],
-         "redis_sentinel": ["pg1", "pg2", "pg3"], "sync_server": ["lb1"], "lb": ["lb1"]}
+         "redis_sentinel": ["pg1", "pg2", "pg3"], "sync_server": ["lb1"], "lb": ["lb1", "lb2"]}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +61,8 @@ VALID = {"etcd": ["pg1", "pg2", "pg3"], "postgres": ["pg1", "pg2", "pg3"], "redi
                      ["group 'etcd' has 2 hosts (pg1, pg2)", "It needs an odd number (3 or 5)"], id="even-etcd"),
         pytest.param({k: v for k, v in VALID.items() if k != "postgres"},
                      ["group(s) postgres missing or empty"], id="no-postgres-group"),
+        pytest.param({k: v for k, v in VALID.items() if k != "lb"},
+                     ["group(s) lb missing or empty"], id="no-lb-group"),
         pytest.param(dict(VALID, redis_sentinel=["pg1", "pg2", "pg3", "lb1"]),
                      ["group 'redis_sentinel' has 4 hosts"], id="even-sentinels"),
     ],
@@ -86,6 +89,8 @@ def test_duplicate_addresses_are_refused(project_dir, tmp_path):
                      "loop_wait (10) + 2 * retry_timeout (10) = 30 must be <= ttl (20)", id="patroni-timing"),
         pytest.param({"patroni_primary_start_timeout": 300},
                      "must stay under the 60 s failover target", id="patroni-primary-start-timeout"),
+        pytest.param({"rtmx_vip": "10.99.0.100"},
+                     "the VIP 10.99.0.100 must be a free address inside this lb's network 198.18.1.0/24", id="vip-outside"),
         pytest.param({"redis_sentinel_quorum": 4},
                      "redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)", id="quorum-too-large"),
     ],

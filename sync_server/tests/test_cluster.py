@@ -1,0 +1,148 @@
+"""Several active servers converge through Redis and PostgreSQL."""
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+import websockets
+from conftest import YClient, eventually
+
+
+def room() -> str:
+    return f"doc-{uuid.uuid4().hex[:8]}"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_clients_on_two_servers_converge(servers):
+    one, two = servers("sync-a"), servers("sync-b")
+    name = room()
+
+    async def scenario():
+        a = await YClient(one.url, name).connect()
+        b = await YClient(two.url, name).connect()
+        await a.insert("hello ")
+        await b.insert("world ")
+        await eventually(lambda: str(a.text) == str(b.text) and len(str(a.text)) == 12)
+        for i in range(50):
+            await (a if i % 2 else b).insert(f"{i};")
+        await eventually(lambda: str(a.text) == str(b.text) and str(a.text).count(";") == 50)
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_killed_server_client_reconnects_elsewhere_and_nothing_is_lost(servers):
+    one, two = servers("sync-a"), servers("sync-b")
+    name = room()
+
+    async def scenario():
+        a = await YClient(one.url, name).connect()
+        b = await YClient(two.url, name).connect()
+        for i in range(20):
+            await a.insert(f"a{i};")
+        await eventually(lambda: str(b.text).count(";") == 20)
+        one.kill()
+        await eventually(lambda: a.closed is not None, what="client A to notice the dead server")
+        # Edits made while disconnected, then a reconnect to the surviving server.
+        a.text += "offline;"
+        await a.connect(two.url)
+        await b.insert("b-after;")
+        await eventually(lambda: str(a.text) == str(b.text) and str(a.text).count(";") == 22)
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_document_survives_every_server_restart(servers, postgres_dsn):
+    name = room()
+
+    async def write_then_leave():
+        one, two = servers("sync-a"), servers("sync-b")
+        a = await YClient(one.url, name).connect()
+        b = await YClient(two.url, name).connect()
+        await a.insert("durable ")
+        await b.insert("text")
+        await eventually(lambda: str(a.text) == str(b.text) and len(str(a.text)) == 12)
+        expected = str(a.text)
+        await a.close()
+        await b.close()
+        assert one.terminate() and two.terminate()
+        return expected
+
+    expected = run(write_then_leave())
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM rtmx_sync_updates WHERE room = %s", (name,)).fetchone()[0] >= 2
+
+    async def fresh_client():
+        three = servers("sync-c")
+        c = await YClient(three.url, name).connect()
+        await eventually(lambda: str(c.text) == expected, what="document loaded from PostgreSQL")
+        await c.close()
+
+    run(fresh_client())
+
+
+def test_bad_frames_and_room_names_close_only_that_connection(servers):
+    server = servers("sync-a")
+    name = room()
+
+    async def scenario():
+        good = await YClient(server.url, name).connect()
+        async with websockets.connect(f"{server.url}/{name}") as bad:
+            await bad.send(b"\x07\x00garbage")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await bad.recv()
+            assert closed.value.rcvd.code == 1008
+        async with websockets.connect(f"{server.url}/bad%20room%00") as bad_name:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await bad_name.recv()
+            assert closed.value.rcvd.code == 1008 and "room" in closed.value.rcvd.reason
+        await good.insert("still fine")
+        assert good.closed is None
+        await good.close()
+
+    run(scenario())
+    assert server.health() == 200
+
+
+def test_token_authentication(servers):
+    server = servers("sync-a", RTMX_SYNC_SERVER_AUTH_TOKEN="s3cret-token-for-tests")
+
+    async def scenario():
+        async with websockets.connect(f"{server.url}/{room()}") as anonymous:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await anonymous.recv()
+            assert closed.value.rcvd.code == 1008
+        async with websockets.connect(f"{server.url}/{room()}?token=s3cret-token-for-tests") as allowed:
+            assert (await allowed.recv())[0] == 0  # SYNC_STEP1 from the server
+
+    run(scenario())
+
+
+def test_sigterm_closes_clients_so_they_reconnect(servers):
+    one = servers("sync-a")
+
+    async def scenario():
+        a = await YClient(one.url, room()).connect()
+        assert one.terminate()
+        await eventually(lambda: a.closed is not None, what="close frame")
+        assert a.closed[0] in (1001, 1012)
+
+    run(scenario())
+
+
+def test_health_and_metrics(servers):
+    import urllib.request
+
+    server = servers("sync-a")
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=2) as answer:
+        body = answer.read().decode()
+    assert "rtmx_sync_connections" in body and "rtmx_sync_cross_server_latency_seconds_count" in body
