@@ -57,9 +57,10 @@ lab-down: venv ## Remove the lab: containers, volumes, network, .lab/
 	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab-down.yml
 
 .PHONY: lint
-lint: venv ## yamllint and ansible-lint (production profile)
+lint: venv ## yamllint, ansible-lint (production profile), ruff on the sync server
 	yamllint -s .
 	ansible-lint --profile production --strict
+	cd sync_server && ruff check . && ruff format --check .
 
 .PHONY: packages
 packages: ## Install the Debian packages the tests need (redis-server, postgresql-15)

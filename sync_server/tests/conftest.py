@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -15,8 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import websockets
-from pycrdt import Doc, Text, YMessageType, create_sync_message, create_update_message, handle_sync_message
+
+# The client the tests drive lives in the package.
+from rtmx_sync.client import YClient, eventually  # noqa: F401
 
 PG_BIN = Path(os.environ.get("RTMX_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -46,8 +46,10 @@ def redis_url(tmp_path_factory):
         pytest.fail("redis-server is not installed (make test installs Debian's redis-server)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
     wait_until(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None, what="redis-server")
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
@@ -66,14 +68,31 @@ def postgres_dsn():
     if os.geteuid() == 0:
         as_postgres = ["runuser", "-u", "postgres", "--"]
         shutil.chown(parent, "postgres", "postgres")
-    subprocess.run([*as_postgres, str(PG_BIN / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-w", "-l", str(datadir / "log"),
-                    "-o", f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_postgres, str(PG_BIN / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-w",
+            "-l",
+            str(datadir / "log"),
+            "-o",
+            f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"], stdout=subprocess.DEVNULL
+    )
     shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -83,9 +102,15 @@ class SyncServer:
     def __init__(self, name: str, redis_url: str, postgres_dsn: str, **extra: str):
         self.name = name
         self.port = free_port()
-        self.env = dict(os.environ, RTMX_SYNC_SERVER_PORT=str(self.port), RTMX_SYNC_SERVER_SERVER_ID=name,
-                        RTMX_SYNC_REDIS_URL=redis_url, RTMX_SYNC_POSTGRES_DSN=postgres_dsn,
-                        RTMX_SYNC_SYNC_RESYNC_INTERVAL_S="0.5", **extra)
+        self.env = dict(
+            os.environ,
+            RTMX_SYNC_SERVER_PORT=str(self.port),
+            RTMX_SYNC_SERVER_SERVER_ID=name,
+            RTMX_SYNC_REDIS_URL=redis_url,
+            RTMX_SYNC_POSTGRES_DSN=postgres_dsn,
+            RTMX_SYNC_SYNC_RESYNC_INTERVAL_S="0.5",
+            **extra,
+        )
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -99,7 +124,7 @@ class SyncServer:
         except urllib.error.HTTPError as error:
             return error.code
 
-    def start(self) -> "SyncServer":
+    def start(self) -> SyncServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "rtmx_sync.cli"], env=self.env)
         wait_until(lambda: self.health() == 200, what=f"{self.name} healthy")
         return self
@@ -127,54 +152,3 @@ def servers(redis_url, postgres_dsn):
     for server in started:
         if server.proc and server.proc.poll() is None:
             server.kill()
-
-
-class YClient:
-    """A minimal y-websocket client on pycrdt (what a Yjs provider does)."""
-
-    def __init__(self, url: str, room: str):
-        self.url, self.room = url, room
-        self.doc = Doc()
-        self.text = self.doc.get("text", type=Text)
-        self.ws = None
-        self.closed: tuple[int, str] | None = None
-        self._reader: asyncio.Task | None = None
-
-    async def connect(self, url: str | None = None) -> "YClient":
-        self.url = url or self.url
-        self.closed = None
-        self.ws = await websockets.connect(f"{self.url}/{self.room}", max_size=None)
-        await self.ws.send(create_sync_message(self.doc))
-        self._reader = asyncio.create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        try:
-            async for message in self.ws:
-                if message[0] == YMessageType.SYNC:
-                    reply = handle_sync_message(message[1:], self.doc)
-                    if reply is not None:
-                        await self.ws.send(reply)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.closed = (self.ws.close_code, self.ws.close_reason)
-
-    async def insert(self, text: str) -> None:
-        state = self.doc.get_state()
-        self.text += text
-        await self.ws.send(create_update_message(self.doc.get_update(state)))
-
-    async def close(self) -> None:
-        await self.ws.close()
-        if self._reader:
-            await self._reader
-
-
-async def eventually(check, timeout: float = 15.0, what: str = "convergence"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

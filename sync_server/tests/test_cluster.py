@@ -6,6 +6,7 @@ import uuid
 import psycopg
 import pytest
 import websockets
+
 from conftest import YClient, eventually
 
 
@@ -146,3 +147,15 @@ def test_health_and_metrics(servers):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=2) as answer:
         body = answer.read().decode()
     assert "rtmx_sync_connections" in body and "rtmx_sync_cross_server_latency_seconds_count" in body
+
+
+def test_websocket_health_endpoint_opens_no_room(servers):
+    server = servers("sync-a")
+
+    async def scenario():
+        async with websockets.connect(f"{server.url}/_health") as check:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await check.recv()
+            assert closed.value.rcvd.code == 1000
+
+    run(scenario())

@@ -1,6 +1,7 @@
 """Configuration is validated at start with a message naming the setting."""
 
 import pytest
+
 from rtmx_sync.config import ConfigError, load_settings
 
 BASE = {"RTMX_SYNC_POSTGRES_DSN": "postgresql://x@h/db", "RTMX_SYNC_REDIS_URL": "redis://h:6379/0"}
@@ -11,13 +12,16 @@ def test_minimal_environment_is_enough():
     assert settings.port == 8765 and settings.redis_url == "redis://h:6379/0"
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RTMX_SYNC_SERVER_PORT": "99999"}, "server.port"),
-    ({"RTMX_SYNC_SERVER_PORT": "abc"}, "RTMX_SYNC_SERVER_PORT: expected int"),
-    ({"RTMX_SYNC_POSTGRES_DSN": ""}, "postgres.dsn is required"),
-    ({"RTMX_SYNC_REDIS_SENTINELS": "a:26379"}, "exactly one of redis.url and redis.sentinels"),
-    ({"RTMX_SYNC_SERVER_TLS_CERT": "/nonexistent.pem"}, "tls_cert and server.tls_key go together"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RTMX_SYNC_SERVER_PORT": "99999"}, "server.port"),
+        ({"RTMX_SYNC_SERVER_PORT": "abc"}, "RTMX_SYNC_SERVER_PORT: expected int"),
+        ({"RTMX_SYNC_POSTGRES_DSN": ""}, "postgres.dsn is required"),
+        ({"RTMX_SYNC_REDIS_SENTINELS": "a:26379"}, "exactly one of redis.url and redis.sentinels"),
+        ({"RTMX_SYNC_SERVER_TLS_CERT": "/nonexistent.pem"}, "tls_cert and server.tls_key go together"),
+    ],
+)
 def test_bad_settings_are_named(env, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_settings(None, {**BASE, **env})

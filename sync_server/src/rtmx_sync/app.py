@@ -43,20 +43,30 @@ def create_app(settings: Settings) -> Starlette:
             except Exception as error:
                 checks[name] = f"error: {type(error).__name__}: {error}"
         healthy = all(value == "ok" for value in checks.values())
-        body = {"status": "ok" if healthy else "unavailable", "server": settings.server_id, "checks": checks,
-                "pending_writes": store.pending}
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "server": settings.server_id,
+            "checks": checks,
+            "pending_writes": store.pending,
+        }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def prometheus(_: Request) -> PlainTextResponse:
         lines = [
-            "# TYPE rtmx_sync_connections gauge", f"rtmx_sync_connections {metrics.connections}",
-            "# TYPE rtmx_sync_rooms gauge", f"rtmx_sync_rooms {len(registry.rooms)}",
-            "# TYPE rtmx_sync_updates_in_total counter", f"rtmx_sync_updates_in_total {metrics.updates_in}",
-            "# TYPE rtmx_sync_updates_out_total counter", f"rtmx_sync_updates_out_total {metrics.updates_out}",
-            "# TYPE rtmx_sync_remote_updates_total counter", f"rtmx_sync_remote_updates_total {metrics.remote_updates}",
+            "# TYPE rtmx_sync_connections gauge",
+            f"rtmx_sync_connections {metrics.connections}",
+            "# TYPE rtmx_sync_rooms gauge",
+            f"rtmx_sync_rooms {len(registry.rooms)}",
+            "# TYPE rtmx_sync_updates_in_total counter",
+            f"rtmx_sync_updates_in_total {metrics.updates_in}",
+            "# TYPE rtmx_sync_updates_out_total counter",
+            f"rtmx_sync_updates_out_total {metrics.updates_out}",
+            "# TYPE rtmx_sync_remote_updates_total counter",
+            f"rtmx_sync_remote_updates_total {metrics.remote_updates}",
             "# TYPE rtmx_sync_protocol_errors_total counter",
             f"rtmx_sync_protocol_errors_total {metrics.protocol_errors}",
-            "# TYPE rtmx_sync_pending_writes gauge", f"rtmx_sync_pending_writes {store.pending}",
+            "# TYPE rtmx_sync_pending_writes gauge",
+            f"rtmx_sync_pending_writes {store.pending}",
             "# TYPE rtmx_sync_cross_server_latency_seconds summary",
             f"rtmx_sync_cross_server_latency_seconds_sum {metrics.latency_sum:.6f}",
             f"rtmx_sync_cross_server_latency_seconds_count {metrics.latency_count}",
@@ -71,6 +81,11 @@ def create_app(settings: Settings) -> Starlette:
         if header.lower().startswith("bearer "):
             offered = header[7:]
         return hmac.compare_digest(offered.encode(), settings.auth_token.encode())
+
+    async def websocket_health(websocket: WebSocket) -> None:
+        # For load balancer checks: the upgrade works (101), no room is opened.
+        await websocket.accept()
+        await websocket.close(1000, reason="ok")
 
     async def room_endpoint(websocket: WebSocket) -> None:
         name = websocket.path_params["room"]
@@ -131,5 +146,10 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             await bus.close()
 
-    routes = [Route("/health", health), Route("/metrics", prometheus), WebSocketRoute("/{room:path}", room_endpoint)]
+    routes = [
+        Route("/health", health),
+        Route("/metrics", prometheus),
+        WebSocketRoute("/_health", websocket_health),
+        WebSocketRoute("/{room:path}", room_endpoint),
+    ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -10,14 +10,20 @@ import sys
 
 import uvicorn
 
-from .config import ConfigError, load_settings
 from .app import create_app
+from .config import ConfigError, load_settings
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                           "message": record.getMessage()})
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, lifespan="on",
-                            ws_max_size=settings.max_message_bytes, ws_ping_interval=15, ws_ping_timeout=10,
-                            ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace_s), log_config=None)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        ws_max_size=settings.max_message_bytes,
+        ws_ping_interval=15,
+        ws_ping_timeout=10,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        log_config=None,
+    )
     config.load()
     if config.ssl is not None:
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3

@@ -40,15 +40,28 @@ class Settings:
 
 
 _SCHEMA: dict[str, dict[str, type]] = {
-    "server": {"host": str, "port": int, "server_id": str, "max_message_bytes": int, "auth_token": str,
-               "tls_cert": str, "tls_key": str, "shutdown_grace_s": float},
+    "server": {
+        "host": str,
+        "port": int,
+        "server_id": str,
+        "max_message_bytes": int,
+        "auth_token": str,
+        "tls_cert": str,
+        "tls_key": str,
+        "shutdown_grace_s": float,
+    },
     "redis": {"url": str, "sentinels": list, "sentinel_master": str, "password": str, "sentinel_password": str},
     "postgres": {"dsn": str},
     "sync": {"resync_interval_s": float, "compaction_threshold": int, "stream_maxlen": int},
 }
-_FIELD = {("redis", "url"): "redis_url", ("redis", "sentinels"): "redis_sentinels",
-          ("redis", "sentinel_master"): "redis_sentinel_master", ("redis", "password"): "redis_password",
-          ("redis", "sentinel_password"): "redis_sentinel_password", ("postgres", "dsn"): "postgres_dsn"}
+_FIELD = {
+    ("redis", "url"): "redis_url",
+    ("redis", "sentinels"): "redis_sentinels",
+    ("redis", "sentinel_master"): "redis_sentinel_master",
+    ("redis", "password"): "redis_password",
+    ("redis", "sentinel_password"): "redis_sentinel_password",
+    ("postgres", "dsn"): "postgres_dsn",
+}
 
 
 def _coerce(name: str, value, kind: type):

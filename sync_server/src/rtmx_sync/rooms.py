@@ -11,8 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pycrdt import (Doc, YMessageType, YSyncMessageType, create_sync_message, create_update_message,
-                    handle_sync_message, read_message)
+from pycrdt import (
+    Doc,
+    YMessageType,
+    YSyncMessageType,
+    create_sync_message,
+    create_update_message,
+    handle_sync_message,
+    read_message,
+)
 
 from .bus import RedisBus
 from .store import UpdateStore

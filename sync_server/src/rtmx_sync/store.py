@@ -42,8 +42,9 @@ class UpdateStore:
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             # prepare_threshold=None: PgBouncer in transaction pooling has no prepared statements.
-            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, prepare_threshold=None,
-                                                               connect_timeout=5)
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._dsn, autocommit=True, prepare_threshold=None, connect_timeout=5
+            )
         return self._conn
 
     async def _execute(self, query: str, params=()):
@@ -85,8 +86,9 @@ class UpdateStore:
         return False
 
     async def _insert(self, room: str, update: bytes) -> None:
-        await self._execute("INSERT INTO rtmx_sync_updates (room, update, server) VALUES (%s, %s, %s)",
-                            (room, update, self._server_id))
+        await self._execute(
+            "INSERT INTO rtmx_sync_updates (room, update, server) VALUES (%s, %s, %s)", (room, update, self._server_id)
+        )
 
     async def flush(self) -> None:
         while self._pending:
@@ -106,8 +108,9 @@ class UpdateStore:
         return len(self._pending)
 
     async def load(self, room: str, after_id: int = 0) -> list[tuple[int, bytes]]:
-        cur = await self._execute("SELECT id, update FROM rtmx_sync_updates WHERE room = %s AND id > %s ORDER BY id",
-                                  (room, after_id))
+        cur = await self._execute(
+            "SELECT id, update FROM rtmx_sync_updates WHERE room = %s AND id > %s ORDER BY id", (room, after_id)
+        )
         return [(row[0], bytes(row[1])) for row in await cur.fetchall()]
 
     async def compact(self, room: str) -> bool:
@@ -115,11 +118,14 @@ class UpdateStore:
         async with self._lock:
             conn = await self._connection()
             async with conn.transaction():
-                locked = await (await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (room,))).fetchone()
+                locked = await (
+                    await conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (room,))
+                ).fetchone()
                 if not locked[0]:
                     return False
-                rows = await (await conn.execute(
-                    "SELECT id, update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (room,))).fetchall()
+                rows = await (
+                    await conn.execute("SELECT id, update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (room,))
+                ).fetchall()
                 if len(rows) < self._threshold:
                     return False
                 merged = merge_updates(*[bytes(r[1]) for r in rows])
