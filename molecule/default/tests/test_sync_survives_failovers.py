@@ -1,0 +1,60 @@
+"""Sync servers ride through a PostgreSQL switchover and a Redis failover
+without a restart: clients keep converging and nothing is lost."""
+
+import asyncio
+import json
+import uuid
+
+from conftest import ADDRESSES, VIP, leader_name, patroni_cluster, redis_cli, redis_master, secret, wait_for
+from rtmx_sync.client import YClient, eventually
+
+testinfra_hosts = ["lb1"]
+
+SYNC = {"sync1": "198.18.1.21", "sync2": "198.18.1.22", "sync3": "198.18.1.23"}
+
+
+def _healthy(lb) -> bool:
+    for address in SYNC.values():
+        answer = lb.run(f"curl -s http://{address}:8765/health")
+        if answer.rc != 0 or json.loads(answer.stdout or "{}").get("status") != "ok":
+            return False
+    return True
+
+
+def test_sync_survives_postgres_switchover_and_redis_failover(nodes, lbs):
+    rooms = [f"failover-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+
+    async def scenario():
+        clients = {room: [await YClient(f"ws://{VIP}:8080", room).connect() for _ in range(2)] for room in rooms}
+        for room, (a, _) in clients.items():
+            await a.insert(f"{room}:before;")
+
+        node = nodes["pg1"]
+        old = leader_name(node)
+        candidate = next(m["name"] for m in patroni_cluster(node)["members"] if m["role"] == "sync_standby")
+        body = json.dumps({"leader": old, "candidate": candidate})
+        node.check_output(f"curl -sf -u patroni:{secret('patroni_restapi_password')} -X POST -d '{body}' "
+                          f"http://{ADDRESSES['pg1']}:8008/switchover")
+        old_master = redis_master(nodes)
+        assert redis_cli(nodes["pg1"], "SENTINEL", "FAILOVER", "rtmx", sentinel=True) == "OK"
+        for i in range(10):
+            for room, (a, b) in clients.items():
+                await (a if i % 2 else b).insert(f"{i};")
+            await asyncio.sleep(0.5)
+        wait_for(lambda: redis_master(nodes) != old_master, timeout=60, what="Redis failover")
+        wait_for(lambda: _healthy(lbs["lb1"]), timeout=60, what="every sync server healthy again")
+        for room, (a, b) in clients.items():
+            await eventually(lambda a=a, b=b: str(a.text) == str(b.text) and str(a.text).count(";") == 11, within=30)
+            assert all(c.closed is None for c in (a, b)), "a client was disconnected by a backend failover"
+        expected = {room: str(a.text) for room, (a, _) in clients.items()}
+        for a, b in clients.values():
+            await a.close()
+            await b.close()
+        # Every update reached PostgreSQL: a new client of each room gets the whole document.
+        await asyncio.sleep(3)
+        for room, text in expected.items():
+            fresh = await YClient(f"ws://{VIP}:8080", room).connect()
+            await eventually(lambda fresh=fresh, text=text: str(fresh.text) == text, within=30)
+            await fresh.close()
+
+    asyncio.run(scenario())
