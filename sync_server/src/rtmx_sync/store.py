@@ -37,7 +37,6 @@ class UpdateStore:
         self._lock = asyncio.Lock()
         self._pending: list[tuple[str, bytes]] = []
         self._flusher: asyncio.Task | None = None
-        self.writes_failed = 0
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -80,7 +79,6 @@ class UpdateStore:
             except psycopg.Error as error:
                 log.warning("postgres write failed, queueing: %s", error)
         self._pending.append((room, update))
-        self.writes_failed += 1
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_forever())
         return False
