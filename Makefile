@@ -71,6 +71,17 @@ unit: venv packages ## pytest: unit tests, and the sync server against real Redi
 	pytest -q tests/unit
 	cd sync_server && pytest -q -p no:cacheprovider tests
 
+SANITY_VENV := .venv-sanity
+
+$(SANITY_VENV)/.installed: requirements-sanity.txt
+	$(PYTHON) -m venv $(SANITY_VENV)
+	$(SANITY_VENV)/bin/pip install -q -r requirements-sanity.txt
+	touch $@
+
+.PHONY: sanity
+sanity: $(SANITY_VENV)/.installed ## ansible-test sanity on the plugins (from a copy under ansible_collections/rtmx/ha)
+	PATH=$(CURDIR)/$(SANITY_VENV)/bin:$$PATH scripts/sanity.sh
+
 .PHONY: build
 build: venv ## Build the collection tarball into build/
 	mkdir -p build
@@ -78,13 +89,15 @@ build: venv ## Build the collection tarball into build/
 
 .PHONY: molecule
 molecule: venv image ## molecule test: create, converge, idempotence, verify, destroy
-	molecule test --all
+	@rm -f .cache/molecule-verify.xml
+	molecule test --all || { scripts/junit-failures.py .cache/molecule-verify.xml; exit 1; }
 
 .PHONY: test
 test: venv image ## Every test: lint, unit, build, molecule (prints durations)
 	@rm -f $(TIMINGS)
 	$(timed) lint $(MAKE) --no-print-directory lint
 	$(timed) unit $(MAKE) --no-print-directory unit
+	$(timed) sanity $(MAKE) --no-print-directory sanity
 	$(timed) build $(MAKE) --no-print-directory build
 	$(timed) molecule $(MAKE) --no-print-directory molecule
 	@echo "== durations"; cat $(TIMINGS)

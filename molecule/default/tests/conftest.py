@@ -11,6 +11,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -58,16 +59,45 @@ def vip_holders(lbs) -> list:
     return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
 
 
-def run_site(project_dir, inventory, *args: str, timeout: int = 900) -> str:
-    """Run playbooks/site.yml on this scenario's inventory; return its output (asserts success)."""
+def playbook(project_dir, inventory, path: str, *args: str, timeout: int = 900, check: bool = True) -> str:
+    """Run a playbook on this scenario's inventory; return its output (asserts success unless check=False)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    result = subprocess.run([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / "playbooks/site.yml"),
-                             *args], env=env, cwd=project_dir, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / path), *args],
+                            env=env, cwd=project_dir, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    if check:
+        assert result.returncode == 0, output[-4000:]
     return output
+
+
+def run_site(project_dir, inventory, *args: str, timeout: int = 900) -> str:
+    """Run playbooks/site.yml on this scenario's inventory; return its output (asserts success)."""
+    return playbook(project_dir, inventory, "playbooks/site.yml", *args, timeout=timeout)
+
+
+def run_module(project_dir, inventory, module: str, args: dict, check_mode: bool = False) -> dict:
+    """Run one rtmx.ha module on the controller with the stack's endpoints; return its result.
+
+    `args` values may use the `rtmx_ha` endpoints (tasks/ha_endpoints.yml), e.g. "{{ rtmx_ha.patroni_urls }}".
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        task = {"name": "module under test", module: args, "register": "result", "ignore_errors": True,
+                "check_mode": check_mode}
+        play = [{"name": "Run " + module, "hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": "endpoints", "ansible.builtin.import_tasks": str(project_dir / "playbooks/tasks/ha_endpoints.yml")},
+            task,
+            {"name": "save", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": out, "mode": "0600"},
+             "no_log": True},
+        ]}]
+        path = os.path.join(tmp, "play.yml")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(play, handle)
+        playbook(project_dir, inventory, path)
+        with open(out, encoding="utf-8") as handle:
+            return json.load(handle)
 
 
 def changed_per_host(output: str) -> dict:

@@ -1,0 +1,290 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, rtmx.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small RESP2 client for Redis and Sentinel, and the decisions taken on their answers.
+
+Plain sockets on purpose: the modules run on any node (nodes are often
+air-gapped) without the redis Python package.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+
+SENTINEL_CLIENT_ARGS = dict(
+    sentinels=dict(type='list', elements='str', required=True),
+    sentinel_password=dict(type='str', no_log=True),
+    master_name=dict(type='str', default='rtmx'),
+    redis_password=dict(type='str', no_log=True),
+    timeout=dict(type='int', default=3),
+)
+
+
+class RedisError(Exception):
+    """A connection or protocol failure, or an error reply."""
+
+
+class RedisReplyError(RedisError):
+    """The server answered with an error reply (-ERR ...)."""
+
+
+def split_address(address, default_port):
+    """'host:port' or 'host' or '[v6]:port' -> (host, port)."""
+    address = address.strip()
+    if address.startswith('['):
+        host, _sep, rest = address[1:].partition(']')
+        port = rest.lstrip(':') or default_port
+        return host, int(port)
+    if address.count(':') == 1:
+        host, port = address.split(':')
+        return host, int(port)
+    return address, int(default_port)
+
+
+class RedisConnection(object):
+    def __init__(self, host, port, password=None, timeout=3, username=None):
+        self.address = '%s:%s' % (host, port)
+        try:
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        except (OSError, socket.error) as exc:
+            raise RedisError('cannot connect to %s: %s' % (self.address, exc))
+        self.buf = b''
+        if password:
+            args = ['AUTH', username, password] if username else ['AUTH', password]
+            try:
+                self.command(*args)
+            except RedisReplyError as exc:
+                self.close()
+                raise RedisError('%s refused the password: %s' % (self.address, exc))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except (OSError, socket.error):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def command(self, *args):
+        parts = [b'*%d\r\n' % len(args)]
+        for arg in args:
+            if not isinstance(arg, bytes):
+                arg = str(arg).encode('utf-8')
+            parts.append(b'$%d\r\n%s\r\n' % (len(arg), arg))
+        try:
+            self.sock.sendall(b''.join(parts))
+            return self._reply()
+        except (OSError, socket.error) as exc:
+            raise RedisError('%s: %s' % (self.address, exc))
+
+    def _line(self):
+        while b'\r\n' not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RedisError('%s closed the connection' % self.address)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line
+
+    def _exact(self, size):
+        while len(self.buf) < size + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RedisError('%s closed the connection' % self.address)
+            self.buf += chunk
+        data, self.buf = self.buf[:size], self.buf[size + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b'+':
+            return rest.decode('utf-8', 'replace')
+        if kind == b'-':
+            raise RedisReplyError(rest.decode('utf-8', 'replace'))
+        if kind == b':':
+            return int(rest)
+        if kind == b'$':
+            size = int(rest)
+            return None if size < 0 else self._exact(size).decode('utf-8', 'replace')
+        if kind == b'*':
+            size = int(rest)
+            return None if size < 0 else [self._reply() for dummy in range(size)]
+        raise RedisError('%s sent an unknown reply type %r' % (self.address, line[:20]))
+
+
+def parse_info(text):
+    """INFO text -> dict (numbers stay strings; slaveN lines become dicts)."""
+    out = {}
+    for line in (text or '').splitlines():
+        if not line or line.startswith('#') or ':' not in line:
+            continue
+        key, value = line.split(':', 1)
+        if key.startswith('slave') and '=' in value:
+            out[key] = dict(item.split('=', 1) for item in value.split(',') if '=' in item)
+        else:
+            out[key] = value
+    return out
+
+
+def pairs(flat):
+    """Sentinel's flat [k1, v1, k2, v2] replies -> dict."""
+    return dict(zip(flat[0::2], flat[1::2])) if flat else {}
+
+
+def query_sentinel(address, password, master_name, timeout):
+    """Everything one Sentinel says about the master; never raises (errors go in `error`)."""
+    host, port = split_address(address, 26379)
+    result = {'sentinel': address, 'reachable': False, 'master': None, 'error': None}
+    try:
+        with RedisConnection(host, port, password, timeout) as conn:
+            result['reachable'] = True
+            addr = conn.command('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master_name)
+            if not addr:
+                result['error'] = 'does not monitor a master named %r' % master_name
+                return result
+            result['master'] = '%s:%s' % (addr[0], addr[1])
+            master = pairs(conn.command('SENTINEL', 'MASTER', master_name))
+            result['flags'] = master.get('flags', '')
+            result['quorum'] = int(master.get('quorum', 0))
+            result['num_other_sentinels'] = int(master.get('num-other-sentinels', 0))
+            result['config_epoch'] = int(master.get('config-epoch', 0))
+            result['failover_in_progress'] = 'failover_in_progress' in result['flags']
+            result['replicas'] = []
+            for raw in conn.command('SENTINEL', 'REPLICAS', master_name) or []:
+                replica = pairs(raw)
+                result['replicas'].append({
+                    'address': '%s:%s' % (replica.get('ip'), replica.get('port')),
+                    'flags': replica.get('flags', ''),
+                    'master_link_status': replica.get('master-link-status'),
+                    'offset': int(replica.get('slave-repl-offset', 0) or 0),
+                    'priority': int(replica.get('slave-priority', 100) or 100),
+                })
+            try:
+                result['ckquorum'] = conn.command('SENTINEL', 'CKQUORUM', master_name)
+                result['ckquorum_ok'] = True
+            except RedisReplyError as exc:
+                result['ckquorum'] = str(exc)
+                result['ckquorum_ok'] = False
+    except RedisError as exc:
+        result['error'] = str(exc)
+    return result
+
+
+def query_redis(address, password, timeout):
+    """INFO replication of one Redis node; never raises."""
+    host, port = split_address(address, 6379)
+    result = {'address': address, 'reachable': False, 'role': None, 'error': None}
+    try:
+        with RedisConnection(host, port, password, timeout) as conn:
+            info = parse_info(conn.command('INFO', 'replication'))
+            result['reachable'] = True
+            result['role'] = info.get('role')
+            result['master_repl_offset'] = int(info.get('master_repl_offset', 0) or 0)
+            if info.get('role') == 'slave':
+                result['master_host'] = '%s:%s' % (info.get('master_host'), info.get('master_port'))
+                result['master_link_status'] = info.get('master_link_status')
+            else:
+                result['connected_replicas'] = int(info.get('connected_slaves', 0) or 0)
+    except RedisError as exc:
+        result['error'] = str(exc)
+    return result
+
+
+def describe_sentinels(answers):
+    """Combine each Sentinel's answer: the master they name and whether they agree."""
+    reachable = [a for a in answers if a['reachable'] and a['master']]
+    masters = sorted(set(a['master'] for a in reachable))
+    majority = len(answers) // 2 + 1
+    votes = {}
+    for a in reachable:
+        votes[a['master']] = votes.get(a['master'], 0) + 1
+    master = None
+    for address, count in votes.items():
+        if count >= majority:
+            master = address
+    replicas = []
+    if master:
+        for a in reachable:
+            if a['master'] == master:
+                replicas = a.get('replicas', [])
+                break
+    return {
+        'master': master,
+        'masters_named': masters,
+        'agreement': len(masters) == 1 and len(reachable) == len(answers),
+        'sentinels_total': len(answers),
+        'sentinels_reachable': len([a for a in answers if a['reachable']]),
+        'majority': majority,
+        'votes': votes,
+        'ckquorum_ok': bool(reachable) and all(a.get('ckquorum_ok') for a in reachable),
+        'failover_in_progress': any(a.get('failover_in_progress') for a in reachable),
+        'replicas': replicas,
+        'sentinels': answers,
+    }
+
+
+def health_problems(state):
+    """What is wrong with the Sentinel view (ha_verify, sentinel_failover preconditions)."""
+    problems = []
+    for a in state['sentinels']:
+        if a['error']:
+            problems.append('Sentinel %s: %s' % (a['sentinel'], a['error']))
+    if not state['master']:
+        problems.append('no master is named by a majority (%d of %d) of Sentinels; they name: %s'
+                        % (state['majority'], state['sentinels_total'], state['votes'] or 'nothing'))
+    elif len(state['masters_named']) > 1:
+        problems.append('Sentinels disagree on the master: %s' % state['votes'])
+    if not state['ckquorum_ok']:
+        bad = [a['sentinel'] for a in state['sentinels'] if a['reachable'] and not a.get('ckquorum_ok')]
+        problems.append('SENTINEL CKQUORUM fails on %s' % ', '.join(bad))
+    if state['failover_in_progress']:
+        problems.append('a Sentinel failover is in progress')
+    return problems
+
+
+def healthy_replicas(state):
+    """Replicas a failover could promote: link up, not down or disconnected."""
+    out = []
+    for r in state['replicas']:
+        flags = r['flags'].split(',')
+        if r['master_link_status'] == 'ok' and not set(flags) & {'s_down', 'o_down', 'disconnected'}:
+            out.append(r)
+    return out
+
+
+def node_problems(state):
+    """Nodes whose own role contradicts the Sentinels (a second master is split-brain)."""
+    problems = []
+    for node in state.get('nodes') or []:
+        if not node['reachable']:
+            problems.append('Redis %s: %s' % (node['address'], node['error']))
+        elif node['role'] == 'master' and node['address'] != state['master']:
+            problems.append('Redis %s claims to be a master but the Sentinels name %s' % (node['address'], state['master']))
+        elif node['address'] == state['master'] and node['role'] != 'master':
+            problems.append('Redis %s is named master by the Sentinels but says role:%s' % (node['address'], node['role']))
+        elif node['role'] == 'slave' and node.get('master_link_status') != 'up':
+            problems.append('Redis replica %s: link to its master %s is %s'
+                            % (node['address'], node.get('master_host'), node.get('master_link_status')))
+    return problems
+
+
+def read_redis(sentinels, sentinel_password, master_name, redis_password=None, timeout=3):
+    """Ask every Sentinel (and, with a password, every node they know) and combine."""
+    state = describe_sentinels([query_sentinel(s, sentinel_password, master_name, timeout) for s in sentinels])
+    state['nodes'] = []
+    if redis_password is not None:
+        addresses = set()
+        for answer in state['sentinels']:
+            if answer.get('master'):
+                addresses.add(answer['master'])
+            addresses.update(r['address'] for r in answer.get('replicas') or [])
+        state['nodes'] = [query_redis(a, redis_password, timeout) for a in sorted(addresses)]
+    state['problems'] = health_problems(state) + node_problems(state)
+    return state

@@ -1,0 +1,450 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, rtmx.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: ha_verify
+short_description: Verify the whole RTMX HA stack after a deployment, switchover or failover
+version_added: 0.1.0
+description:
+  - Runs every check whose inputs are given and fails listing every check that failed.
+  - C(patroni_leader) exactly one Patroni leader; C(patroni_replicas) every other member streams
+    from it on its timeline within I(max_lag), a sync standby exists in synchronous mode, the
+    cluster is not paused.
+  - C(postgres_write) a write through I(pg_host) (the VIP, PgBouncer) commits, on the leader
+    (C(inet_server_addr()) is the leader's address and it is not in recovery).
+  - C(redis_sentinels) every Sentinel answers and names the same master, C(CKQUORUM) passes, no
+    node contradicts them; C(redis_write) a key written through I(redis_host) (the VIP) is read
+    back from that master directly.
+  - C(haproxy_routing) every HAProxy sends writes to the Patroni leader alone, Redis to the
+    Sentinels' master alone, and has every sync server UP.
+  - C(sync_servers) every sync server's C(/health) answers 200.
+  - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
+  - With I(wait_timeout), repeats until all checks pass or the time is up, so it also measures
+    how long the stack takes to be whole again after a fault.
+options:
+  patroni_urls:
+    description: REST base URLs of the Patroni members. Enables the Patroni checks.
+    type: list
+    elements: str
+    default: []
+  patroni_username:
+    description: User of the Patroni REST API.
+    type: str
+    default: patroni
+  patroni_password:
+    description: Password of the Patroni REST API.
+    type: str
+  validate_certs:
+    description: Verify TLS certificates of C(https) URLs.
+    type: bool
+    default: true
+  ca_path:
+    description: CA bundle for C(https) URLs.
+    type: path
+  max_lag:
+    description: Largest replication lag in bytes a replica may have.
+    type: int
+    default: 1048576
+  pg_host:
+    description: Where applications write (the VIP). Enables C(postgres_write).
+    type: str
+  pg_port:
+    description: Port of I(pg_host) (PgBouncer).
+    type: int
+    default: 6432
+  pg_database:
+    description: Database to write to.
+    type: str
+    default: rtmx
+  pg_user:
+    description: User that writes.
+    type: str
+    default: rtmx
+  pg_password:
+    description: Password of I(pg_user).
+    type: str
+  pg_sslmode:
+    description: C(disable), C(prefer) or C(require), as libpq.
+    type: str
+    default: prefer
+    choices: [disable, prefer, require]
+  pg_write_table:
+    description: Table (created when missing) holding the single row the check upserts.
+    type: str
+    default: rtmx_ha_verify
+  sentinels:
+    description: Sentinel addresses C(host:port). Enables C(redis_sentinels).
+    type: list
+    elements: str
+    default: []
+  sentinel_password:
+    description: The Sentinels' password.
+    type: str
+  master_name:
+    description: Name under which the Sentinels monitor the master.
+    type: str
+    default: rtmx
+  redis_password:
+    description: Password of the Redis nodes.
+    type: str
+  redis_host:
+    description: Where applications reach Redis (the VIP). Enables C(redis_write), with I(sentinels).
+    type: str
+  redis_port:
+    description: Port of I(redis_host).
+    type: int
+    default: 6379
+  haproxy_stats_urls:
+    description: HAProxy statistics pages, one per lb. Enables C(haproxy_routing).
+    type: list
+    elements: str
+    default: []
+  haproxy_stats_username:
+    description: User of the statistics page.
+    type: str
+    default: admin
+  haproxy_stats_password:
+    description: Password of the statistics page.
+    type: str
+  haproxy_pg_backend:
+    description: HAProxy's read-write PostgreSQL backend.
+    type: str
+    default: postgres_rw
+  haproxy_redis_backend:
+    description: HAProxy's Redis backend.
+    type: str
+    default: redis
+  haproxy_sync_backend:
+    description: HAProxy's sync server backend; an empty string skips it.
+    type: str
+    default: sync_servers
+  sync_health_urls:
+    description: The C(/health) URL of every sync server. Enables C(sync_servers).
+    type: list
+    elements: str
+    default: []
+  vip_holders:
+    description:
+      - Names of the lbs that hold the VIP now (gathered on each lb, for example with
+        C(ip -o addr show to VIP)). Enables C(vip).
+    type: list
+    elements: str
+  timeout:
+    description: Seconds to wait for each call.
+    type: int
+    default: 5
+  wait_timeout:
+    description: Seconds to keep repeating the checks until they all pass; 0 checks once.
+    type: int
+    default: 0
+author:
+  - RTMX HA maintainers (@rtmx-ha)
+notes:
+  - Writes one row to I(pg_write_table) and one short-lived key (C(rtmx:ha_verify:*), expires
+    after 60 s) to Redis each time it checks. In check mode it skips these writes and runs the rest.
+seealso:
+  - module: rtmx.ha.patroni_info
+  - module: rtmx.ha.sentinel_info
+'''
+
+EXAMPLES = r'''
+- name: Verify the stack, waiting up to two minutes for it to be whole
+  rtmx.ha.ha_verify:
+    patroni_urls: [http://10.0.0.11:8008, http://10.0.0.12:8008, http://10.0.0.13:8008]
+    patroni_password: "{{ patroni_restapi_password }}"
+    pg_host: 10.0.0.100
+    pg_password: "{{ postgres_rtmx_password }}"
+    sentinels: [10.0.0.11:26379, 10.0.0.12:26379, 10.0.0.13:26379]
+    sentinel_password: "{{ redis_sentinel_password }}"
+    redis_password: "{{ redis_password }}"
+    redis_host: 10.0.0.100
+    haproxy_stats_urls: [http://10.0.0.31:7000/, http://10.0.0.32:7000/]
+    haproxy_stats_password: "{{ haproxy_stats_password }}"
+    sync_health_urls: [http://10.0.0.21:8765/health, http://10.0.0.22:8765/health]
+    vip_holders: "{{ vip_holders }}"
+    wait_timeout: 120
+  delegate_to: localhost
+  run_once: true
+  register: verify
+'''
+
+RETURN = r'''
+ok:
+  description: Every check passed.
+  returned: always
+  type: bool
+  sample: true
+checks:
+  description: Every check that ran, in order, with its verdict and what it found.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: patroni_leader, ok: true, detail: pg2 leads on timeline 4}
+    - {name: vip, ok: false, detail: '2 lbs hold the VIP: lb1, lb2'}
+failed_checks:
+  description: Names of the checks that failed.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+elapsed:
+  description: Seconds until the checks passed (or until giving up).
+  returned: always
+  type: float
+  sample: 0.42
+attempts:
+  description: How many rounds of checks ran.
+  returned: always
+  type: int
+  sample: 1
+report:
+  description: What the checks read, to log or compare (Patroni cluster, Redis view, HAProxy routing).
+  returned: always
+  type: dict
+  sample: {patroni: {leader: pg2}, redis: {master: 10.0.0.12:6379}, haproxy: {}}
+'''
+
+import os
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
+    HaproxyError, down_servers, fetch_stats, routes_only_to)
+from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
+    PatroniClient, PatroniError, health_problems as patroni_problems, read_cluster)
+from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import PgConnection, PgError, quote_ident
+from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
+    RedisConnection, RedisError, read_redis, split_address)
+from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch
+
+
+class Verifier(object):
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.checks = []
+        self.report = {}
+
+    def check(self, name, ok, detail):
+        self.checks.append({'name': name, 'ok': bool(ok), 'detail': detail})
+
+    def patroni(self):
+        p = self.p
+        client = PatroniClient(p['patroni_urls'], p['patroni_username'], p['patroni_password'], p['timeout'],
+                               p['validate_certs'], p['ca_path'])
+        try:
+            info = read_cluster(client)
+        except PatroniError as exc:
+            self.check('patroni_leader', False, str(exc))
+            return None
+        self.report['patroni'] = info
+        problems = patroni_problems(info, p['max_lag'])
+        if len(info['leaders']) != 1:
+            self.check('patroni_leader', False, problems[0])
+            return None
+        self.check('patroni_leader', True, '%s leads on timeline %s' % (info['leader'], info['timeline']))
+        replicas = [m['name'] for m in info['members'] if m['name'] != info['leader']]
+        self.check('patroni_replicas', not problems, '; '.join(problems) or
+                   '%s stream on timeline %s' % (', '.join(replicas) or 'no replica', info['timeline']))
+        return info
+
+    def postgres_write(self, info):
+        p = self.p
+        table = quote_ident(p['pg_write_table'])
+        sql = ('BEGIN; CREATE TABLE IF NOT EXISTS %s (id int PRIMARY KEY, checked_at timestamptz NOT NULL, '
+               'checked_by text NOT NULL); '
+               "INSERT INTO %s VALUES (1, now(), current_setting('application_name')) "
+               'ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at, checked_by = excluded.checked_by; '
+               'SELECT host(inet_server_addr()) AS server, pg_is_in_recovery()::text AS recovery; COMMIT;'
+               % (table, table))
+        try:
+            with PgConnection(p['pg_host'], p['pg_port'], p['pg_user'], p['pg_password'], p['pg_database'],
+                              timeout=p['timeout'], sslmode=p['pg_sslmode'], application_name='rtmx.ha.ha_verify') as conn:
+                if self.module.check_mode:
+                    rows = conn.query('SELECT host(inet_server_addr()) AS server, pg_is_in_recovery()::text AS recovery')
+                else:
+                    rows = conn.query(sql)
+        except PgError as exc:
+            self.check('postgres_write', False, 'write through %s:%s failed: %s' % (p['pg_host'], p['pg_port'], exc))
+            return
+        server = rows[0]['server'] if rows else None
+        leader_host = None
+        if info:
+            leader_host = [m['host'] for m in info['members'] if m['name'] == info['leader']][0]
+        recovery = rows[0]['recovery'] if rows else None
+        if recovery != 'false':
+            self.check('postgres_write', False, 'the write through %s:%s reached %s, which is in recovery'
+                       % (p['pg_host'], p['pg_port'], server))
+        elif leader_host and server != leader_host:
+            self.check('postgres_write', False, 'the write through %s:%s landed on %s, not on the leader %s (%s)'
+                       % (p['pg_host'], p['pg_port'], server, info['leader'], leader_host))
+        else:
+            self.check('postgres_write', True, 'committed through %s:%s on %s' % (p['pg_host'], p['pg_port'], server))
+
+    def redis(self):
+        p = self.p
+        state = read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
+        self.report['redis'] = state
+        self.check('redis_sentinels', not state['problems'], '; '.join(state['problems']) or
+                   '%d Sentinels name %s' % (state['sentinels_total'], state['master']))
+        if p['redis_host'] and state['master']:
+            self.redis_write(state['master'])
+        return state
+
+    def redis_write(self, master):
+        p = self.p
+        key = 'rtmx:ha_verify:%s' % os.getpid()
+        value = '%s-%s' % (time.time(), os.urandom(4).hex())
+        try:
+            if not self.module.check_mode:
+                with RedisConnection(p['redis_host'], p['redis_port'], p['redis_password'], p['timeout']) as conn:
+                    conn.command('SET', key, value, 'EX', 60)
+                host, port = split_address(master, 6379)
+                with RedisConnection(host, port, p['redis_password'], p['timeout']) as conn:
+                    seen = conn.command('GET', key)
+            else:
+                seen = value
+        except RedisError as exc:
+            self.check('redis_write', False, 'write through %s:%s failed: %s' % (p['redis_host'], p['redis_port'], exc))
+            return
+        self.check('redis_write', seen == value, 'a key written through %s:%s %s on the master %s'
+                   % (p['redis_host'], p['redis_port'], 'was read back' if seen == value else 'is missing', master))
+
+    def haproxy(self, info, redis_state):
+        p = self.p
+        problems = []
+        self.report['haproxy'] = {}
+        for url in p['haproxy_stats_urls']:
+            try:
+                stats = fetch_stats(url, p['haproxy_stats_username'], p['haproxy_stats_password'], p['timeout'])
+            except HaproxyError as exc:
+                problems.append(str(exc))
+                continue
+            self.report['haproxy'][url] = stats
+            found = []
+            if info and info['leader']:
+                leader = [m for m in info['members'] if m['name'] == info['leader']][0]
+                found.append(routes_only_to(stats, p['haproxy_pg_backend'],
+                                            '%s:%s' % (leader['host'], leader['port'] or 5432)))
+            if redis_state and redis_state['master']:
+                found.append(routes_only_to(stats, p['haproxy_redis_backend'], redis_state['master']))
+            if p['haproxy_sync_backend']:
+                down = down_servers(stats, p['haproxy_sync_backend'])
+                if p['haproxy_sync_backend'] not in stats:
+                    found.append('backend %s is missing' % p['haproxy_sync_backend'])
+                elif down:
+                    found.append('sync servers not UP: %s' % ', '.join('%s (%s)' % i for i in sorted(down.items())))
+            problems.extend('%s: %s' % (url, x) for x in found if x)
+        problems = [x for x in problems if x]
+        self.check('haproxy_routing', not problems, '; '.join(problems) or
+                   'every HAProxy routes writes to the leader, Redis to the master, and has every sync server UP')
+
+    def sync_servers(self):
+        p = self.p
+        problems = []
+        for url in p['sync_health_urls']:
+            try:
+                status = open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'],
+                                  ca_path=p['ca_path']).getcode()
+            except HTTPError as exc:
+                status = exc.code
+            except (URLError, OSError, ValueError) as exc:
+                problems.append('%s unreachable: %s' % (url, getattr(exc, 'reason', exc)))
+                continue
+            if status != 200:
+                problems.append('%s answered HTTP %s' % (url, status))
+        self.check('sync_servers', not problems, '; '.join(problems) or
+                   '%d sync servers healthy' % len(p['sync_health_urls']))
+
+    def vip(self):
+        holders = self.p['vip_holders']
+        self.check('vip', len(holders) == 1, '%d lbs hold the VIP%s' % (
+            len(holders), (': ' + ', '.join(holders)) if holders else ''))
+
+    def run_once(self):
+        p = self.p
+        self.checks, self.report = [], {}
+        info = self.patroni() if p['patroni_urls'] else None
+        if p['pg_host']:
+            self.postgres_write(info)
+        redis_state = self.redis() if p['sentinels'] else None
+        if p['haproxy_stats_urls']:
+            self.haproxy(info, redis_state)
+        if p['sync_health_urls']:
+            self.sync_servers()
+        if p['vip_holders'] is not None:
+            self.vip()
+        return [c['name'] for c in self.checks if not c['ok']]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            patroni_urls=dict(type='list', elements='str', default=[]),
+            patroni_username=dict(type='str', default='patroni'),
+            patroni_password=dict(type='str', no_log=True),
+            validate_certs=dict(type='bool', default=True),
+            ca_path=dict(type='path'),
+            max_lag=dict(type='int', default=1048576),
+            pg_host=dict(type='str'),
+            pg_port=dict(type='int', default=6432),
+            pg_database=dict(type='str', default='rtmx'),
+            pg_user=dict(type='str', default='rtmx'),
+            pg_password=dict(type='str', no_log=True),
+            pg_sslmode=dict(type='str', default='prefer', choices=['disable', 'prefer', 'require']),
+            pg_write_table=dict(type='str', default='rtmx_ha_verify'),
+            sentinels=dict(type='list', elements='str', default=[]),
+            sentinel_password=dict(type='str', no_log=True),
+            master_name=dict(type='str', default='rtmx'),
+            redis_password=dict(type='str', no_log=True),
+            redis_host=dict(type='str'),
+            redis_port=dict(type='int', default=6379),
+            haproxy_stats_urls=dict(type='list', elements='str', default=[]),
+            haproxy_stats_username=dict(type='str', default='admin'),
+            haproxy_stats_password=dict(type='str', no_log=True),
+            haproxy_pg_backend=dict(type='str', default='postgres_rw'),
+            haproxy_redis_backend=dict(type='str', default='redis'),
+            haproxy_sync_backend=dict(type='str', default='sync_servers'),
+            sync_health_urls=dict(type='list', elements='str', default=[]),
+            vip_holders=dict(type='list', elements='str'),
+            timeout=dict(type='int', default=5),
+            wait_timeout=dict(type='int', default=0),
+        ),
+        supports_check_mode=True,
+    )
+    if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', module.params['pg_write_table']):
+        module.fail_json(msg='pg_write_table %r is not a plain table name' % module.params['pg_write_table'])
+    verifier = Verifier(module)
+    watch = Stopwatch()
+    attempts = 0
+    while True:
+        attempts += 1
+        failed = verifier.run_once()
+        if not verifier.checks:
+            module.fail_json(msg='nothing to verify: give at least one of patroni_urls, pg_host, sentinels, '
+                                 'haproxy_stats_urls, sync_health_urls, vip_holders')
+        if not failed or watch.lap() >= module.params['wait_timeout']:
+            break
+        time.sleep(1)
+    result = dict(changed=False, ok=not failed, checks=verifier.checks, failed_checks=failed,
+                  elapsed=watch.lap(), attempts=attempts, report=verifier.report)
+    if failed:
+        details = ['%s: %s' % (c['name'], c['detail']) for c in verifier.checks if not c['ok']]
+        module.fail_json(msg='HA verification failed (%d of %d checks): %s'
+                         % (len(failed), len(verifier.checks), ' | '.join(details)), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, rtmx.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: sentinel_failover
+short_description: Controlled Redis Sentinel failover that waits for every Sentinel and HAProxy to follow
+version_added: 0.1.0
+description:
+  - Checks first, and refuses with a message naming each problem, changing nothing, when the
+    Sentinels do not all answer and agree on one master, C(SENTINEL CKQUORUM) fails, a failover
+    is already in progress, a node contradicts the Sentinels, or no replica has a healthy link.
+  - Then sends C(SENTINEL FAILOVER) to one Sentinel and waits until every Sentinel names the new
+    master, the new master says C(role:master), the old master replicates from it, and (with
+    I(haproxy_stats_urls)) every HAProxy routes I(haproxy_redis_backend) to the new master alone.
+  - With I(from_master), fails over only while that node is the master, so a second run is
+    C(ok), unchanged. Check mode reports what would happen.
+options:
+  sentinels:
+    description: Sentinel addresses, C(host:port) (port 26379 when omitted). Give all of them.
+    type: list
+    elements: str
+    required: true
+  sentinel_password:
+    description: The Sentinels' C(requirepass).
+    type: str
+  master_name:
+    description: Name under which the Sentinels monitor the master.
+    type: str
+    default: rtmx
+  redis_password:
+    description: Password of the Redis nodes, to check their roles before and after.
+    type: str
+    required: true
+  timeout:
+    description: Seconds to wait for each connection and reply.
+    type: int
+    default: 3
+  from_master:
+    description:
+      - Fail over only when this C(host:port) is the current master; otherwise return unchanged.
+        Makes the task idempotent.
+    type: str
+  failover_timeout:
+    description: Seconds to wait for the Sentinels, the nodes and HAProxy to follow the new master.
+    type: int
+    default: 60
+  haproxy_stats_urls:
+    description: HAProxy statistics pages (C(http://lb1:7000/)), one per lb, to wait for routing.
+    type: list
+    elements: str
+    default: []
+  haproxy_stats_username:
+    description: User of the statistics page.
+    type: str
+    default: admin
+  haproxy_stats_password:
+    description: Password of the statistics page.
+    type: str
+  haproxy_redis_backend:
+    description: Name of HAProxy's Redis backend.
+    type: str
+    default: redis
+author:
+  - RTMX HA maintainers (@rtmx-ha)
+notes:
+  - Clients connected through HAProxy lose their connection when the master changes
+    (C(on-marked-down shutdown-sessions)) and must reconnect; writes acknowledged by the old
+    master but not yet replicated are lost (bounded by C(min-replicas-max-lag)).
+seealso:
+  - module: rtmx.ha.sentinel_info
+  - module: rtmx.ha.ha_verify
+'''
+
+EXAMPLES = r'''
+- name: Move the Redis master away from pg1
+  rtmx.ha.sentinel_failover:
+    sentinels: [10.0.0.11:26379, 10.0.0.12:26379, 10.0.0.13:26379]
+    sentinel_password: "{{ redis_sentinel_password }}"
+    redis_password: "{{ redis_password }}"
+    from_master: 10.0.0.11:6379
+    haproxy_stats_urls: [http://10.0.0.31:7000/, http://10.0.0.32:7000/]
+    haproxy_stats_password: "{{ haproxy_stats_password }}"
+  delegate_to: localhost
+  run_once: true
+  register: redis_failover
+'''
+
+RETURN = r'''
+previous_master:
+  description: The master before the module ran.
+  returned: success
+  type: str
+  sample: 10.0.0.11:6379
+master:
+  description: The master when the module returned.
+  returned: success
+  type: str
+  sample: 10.0.0.12:6379
+timings:
+  description:
+    - Seconds from the C(SENTINEL FAILOVER) command until every Sentinel named the new master
+      (C(sentinels_agree)), the new master answered C(role:master) (C(new_master_writable)),
+      every HAProxy routed to it (C(haproxy_routed)) and the old master replicated from it
+      (C(old_master_replicating)); C(total) for the whole module.
+  returned: changed
+  type: dict
+  sample: {sentinels_agree: 1.9, new_master_writable: 1.9, haproxy_routed: 3.1, old_master_replicating: 3.1, total: 3.3}
+redis:
+  description: The Sentinels' view when the module returned (see M(rtmx.ha.sentinel_info)).
+  returned: success
+  type: dict
+  sample: {master: 10.0.0.12:6379, agreement: true, problems: []}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
+    HAPROXY_STATS_ARGS, HaproxyError, fetch_stats, routes_only_to)
+from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
+    SENTINEL_CLIENT_ARGS, RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, split_address)
+from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
+
+
+def main():
+    argument_spec = dict(SENTINEL_CLIENT_ARGS)
+    argument_spec.update(HAPROXY_STATS_ARGS)
+    argument_spec['redis_password'] = dict(type='str', no_log=True, required=True)
+    argument_spec.update(
+        from_master=dict(type='str'),
+        failover_timeout=dict(type='int', default=60),
+        haproxy_redis_backend=dict(type='str', default='redis'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    p = module.params
+    watch = Stopwatch()
+
+    def read():
+        return read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
+
+    state = read()
+    previous = state['master']
+    if p['from_master'] and previous and previous != p['from_master'] and not state['problems']:
+        module.exit_json(changed=False, previous_master=previous, master=previous, redis=state,
+                         msg='%s is not the master (%s is): nothing to do' % (p['from_master'], previous))
+    problems = list(state['problems'])
+    if not healthy_replicas(state):
+        problems.append('no replica has a healthy link to the master (Sentinel would answer NOGOODSLAVE)')
+    if problems:
+        module.fail_json(msg='refusing to fail over, nothing was changed: %s' % ' | '.join(problems), redis=state)
+    if module.check_mode:
+        module.exit_json(changed=True, previous_master=previous, master=previous, redis=state,
+                         msg='would fail over away from %s' % previous)
+
+    sent_by = None
+    for answer in state['sentinels']:
+        host, port = split_address(answer['sentinel'], 26379)
+        try:
+            with RedisConnection(host, port, p['sentinel_password'], p['timeout']) as conn:
+                conn.command('SENTINEL', 'FAILOVER', p['master_name'])
+            sent_by = answer['sentinel']
+            break
+        except RedisError as exc:
+            if 'INPROG' in str(exc) or 'NOGOODSLAVE' in str(exc):
+                module.fail_json(msg='Sentinel %s refused the failover: %s' % (answer['sentinel'], exc), redis=state)
+    if not sent_by:
+        module.fail_json(msg='no Sentinel accepted SENTINEL FAILOVER', redis=state)
+    started = Stopwatch()
+    timings = {}
+
+    def sentinels_follow():
+        now = read()
+        if now['agreement'] and now['master'] and now['master'] != previous:
+            return now
+        return None
+
+    now, dummy = poll(sentinels_follow, p['failover_timeout'], 0.2)
+    timings['sentinels_agree'] = started.lap()
+    if not now:
+        module.fail_json(msg='the Sentinels did not all name a new master within %ss: %s'
+                         % (p['failover_timeout'], read()['votes']), timings=timings)
+    master = now['master']
+    writable, dummy = poll(lambda: query_redis(master, p['redis_password'], p['timeout'])['role'] == 'master',
+                           p['failover_timeout'], 0.2)
+    timings['new_master_writable'] = started.lap()
+    if not writable:
+        module.fail_json(msg='the new master %s does not say role:master' % master, timings=timings)
+
+    def haproxy_problems():
+        found = []
+        for url in p['haproxy_stats_urls']:
+            try:
+                problem = routes_only_to(fetch_stats(url, p['haproxy_stats_username'], p['haproxy_stats_password'],
+                                                     p['timeout']), p['haproxy_redis_backend'], master)
+            except HaproxyError as exc:
+                problem = str(exc)
+            if problem:
+                found.append('%s: %s' % (url, problem))
+        return found
+
+    if p['haproxy_stats_urls']:
+        routed, dummy = poll(lambda: not haproxy_problems(), p['failover_timeout'], 0.2)
+        timings['haproxy_routed'] = started.lap()
+        if not routed:
+            module.fail_json(msg='HAProxy does not route Redis to the new master %s: %s'
+                             % (master, '; '.join(haproxy_problems())), timings=timings)
+
+    def old_master_replicates():
+        node = query_redis(previous, p['redis_password'], p['timeout'])
+        return node['role'] == 'slave' and node.get('master_host') == master and node.get('master_link_status') == 'up'
+
+    replicating, dummy = poll(old_master_replicates, p['failover_timeout'], 0.5)
+    timings['old_master_replicating'] = started.lap()
+    timings['total'] = watch.lap()
+    final = read()
+    result = dict(changed=True, previous_master=previous, master=master, timings=timings, redis=final)
+    if not replicating:
+        module.fail_json(msg='failed over to %s, but the old master %s does not replicate from it after %ss'
+                         % (master, previous, p['failover_timeout']), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Print the failed and errored tests of a JUnit XML file, so a CI log tail names them."""
+
+import sys
+import xml.etree.ElementTree as ET
+
+path = sys.argv[1]
+try:
+    root = ET.parse(path).getroot()
+except (OSError, ET.ParseError) as exc:
+    print(f"== no verifier report at {path}: {exc}")
+    sys.exit(0)
+
+failed = []
+for case in root.iter("testcase"):
+    for kind in ("failure", "error"):
+        node = case.find(kind)
+        if node is not None:
+            name = f"{case.get('classname')}::{case.get('name')}"
+            message = (node.get("message") or "").strip().splitlines()[:3]
+            trace = (node.text or "").strip().splitlines()[-10:]
+            failed.append((kind, name, message + ["..."] + trace))
+print(f"== verifier: {len(failed)} failed test(s) in {path}")
+for kind, name, lines in failed:
+    print(f"-- {kind}: {name}")
+    for line in lines:
+        print(f"   {line[:300]}")
