@@ -51,6 +51,15 @@ image: docker ## Build the lab node image (only when its inputs changed)
 lab: venv image ## Create the container lab and converge site.yml on it
 	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab.yml
 
+.PHONY: drill
+drill: venv ## Run every failover drill against the lab (make lab first); DRILL_ARGS='-e chaos_faults=10'
+	@test -f .lab/connection.env || $(MAKE) --no-print-directory lab
+	ansible-playbook -i inventories/lab playbooks/failover-drill.yml $(DRILL_ARGS)
+
+.PHONY: verify
+verify: venv ## Verify the lab's whole stack (rtmx.ha.ha_verify)
+	ansible-playbook -i inventories/lab playbooks/verify.yml
+
 .PHONY: lab-down
 lab-down: venv ## Remove the lab: containers, volumes, network, .lab/
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine running: nothing to remove"; exit 0; }
@@ -60,6 +69,7 @@ lab-down: venv ## Remove the lab: containers, volumes, network, .lab/
 lint: venv ## yamllint, ansible-lint (production profile), ruff on the sync server
 	yamllint -s .
 	ansible-lint --profile production --strict
+	ruff check .
 	cd sync_server && ruff check . && ruff format --check .
 
 .PHONY: packages

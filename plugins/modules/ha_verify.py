@@ -264,7 +264,7 @@ class Verifier(object):
         table = quote_ident(p['pg_write_table'])
         sql = ('BEGIN; CREATE TABLE IF NOT EXISTS %s (id int PRIMARY KEY, checked_at timestamptz NOT NULL, '
                'checked_by text NOT NULL); '
-               "INSERT INTO %s VALUES (1, now(), current_setting('application_name')) "
+               "INSERT INTO %s (id, checked_at, checked_by) VALUES (1, now(), current_setting('application_name')) "
                'ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at, checked_by = excluded.checked_by; '
                'SELECT host(inet_server_addr()) AS server, pg_is_in_recovery()::text AS recovery; COMMIT;'
                % (table, table))
@@ -276,7 +276,10 @@ class Verifier(object):
                 else:
                     rows = conn.query(sql)
         except PgError as exc:
-            self.check('postgres_write', False, 'write through %s:%s failed: %s' % (p['pg_host'], p['pg_port'], exc))
+            hint = ''
+            if exc.sqlstate in ('42703', '42601', '42804', '23502'):
+                hint = ' (table %s exists with another layout: set pg_write_table to an unused name)' % p['pg_write_table']
+            self.check('postgres_write', False, 'write through %s:%s failed: %s%s' % (p['pg_host'], p['pg_port'], exc, hint))
             return
         server = rows[0]['server'] if rows else None
         leader_host = None

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import PgConnection, PgError, ScramClient
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
     RedisConnection,

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
     describe_cluster,
     health_problems,

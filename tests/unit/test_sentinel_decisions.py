@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
     describe_sentinels,
     health_problems,
@@ -73,7 +74,8 @@ def test_second_node_claiming_master_is_split_brain(answers):
         {"address": state["master"], "reachable": True, "role": "master", "error": None},
         {"address": replica, "reachable": True, "role": "master", "error": None},
     ]
-    assert node_problems(state) == ["Redis %s claims to be a master but the Sentinels name %s" % (replica, state["master"])]
+    expected = "Redis %s claims to be a master but the Sentinels name %s" % (replica, state["master"])
+    assert node_problems(state) == [expected]
 
 
 def test_haproxy_stats_routing_on_a_recorded_page():

@@ -151,3 +151,8 @@ def redis_master(nodes) -> str:
     masters = [n for n, h in nodes.items() if "role:master" in redis_cli(h, "INFO", "replication")]
     assert len(masters) == 1, masters
     return masters[0]
+
+
+def pytest_collection_modifyitems(items):
+    """Drills kill nodes: they run after every other test (stable order otherwise)."""
+    items.sort(key=lambda item: "drill" in item.nodeid)

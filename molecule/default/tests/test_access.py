@@ -9,8 +9,20 @@ import uuid
 import psycopg
 import pytest
 import redis
-from conftest import (ADDRESSES, VIP, changed_per_host, leader_name, patroni_cluster, redis_cli, redis_master, run_site,
-                      secret, vip_holders, wait_for)
+
+from conftest import (
+    ADDRESSES,
+    VIP,
+    changed_per_host,
+    leader_name,
+    patroni_cluster,
+    redis_cli,
+    redis_master,
+    run_site,
+    secret,
+    vip_holders,
+    wait_for,
+)
 
 testinfra_hosts = ["lb1"]
 

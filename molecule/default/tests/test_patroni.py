@@ -5,6 +5,7 @@ import os
 import uuid
 
 import pytest
+
 from conftest import ADDRESSES, leader_name, patroni_cluster, psql, wait_for
 
 testinfra_hosts = ["pg1"]
@@ -41,12 +42,12 @@ def test_one_replica_is_the_sync_standby(nodes, leader):
 
 def test_row_written_on_leader_is_read_on_both_replicas(nodes, leader):
     marker = str(uuid.uuid4())
-    psql(nodes[leader], "CREATE TABLE IF NOT EXISTS rtmx_ha_verify (marker text PRIMARY KEY)", db="rtmx")
-    psql(nodes[leader], f"INSERT INTO rtmx_ha_verify VALUES ('{marker}')", db="rtmx")
+    psql(nodes[leader], "CREATE TABLE IF NOT EXISTS replication_marker (marker text PRIMARY KEY)", db="rtmx")
+    psql(nodes[leader], f"INSERT INTO replication_marker VALUES ('{marker}')", db="rtmx")
     for name, node in nodes.items():
         if name == leader:
             continue
-        wait_for(lambda node=node: psql(node, f"SELECT marker FROM rtmx_ha_verify WHERE marker = '{marker}'",
+        wait_for(lambda node=node: psql(node, f"SELECT marker FROM replication_marker WHERE marker = '{marker}'",
                                         db="rtmx") == marker, timeout=30, what=f"row on {name}")
         assert psql(node, "SELECT pg_is_in_recovery()") == "t"
 

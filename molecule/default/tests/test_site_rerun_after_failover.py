@@ -5,7 +5,16 @@ Redis master, and leave every Sentinel's learned state alone. Runs last
 (file name order) because it moves the leader and the master.
 """
 
-from conftest import ADDRESSES, changed_per_host, leader_name, patroni_cluster, redis_cli, redis_master, run_site, wait_for
+from conftest import (
+    ADDRESSES,
+    changed_per_host,
+    leader_name,
+    patroni_cluster,
+    redis_cli,
+    redis_master,
+    run_site,
+    wait_for,
+)
 
 testinfra_hosts = ["pg1"]
 

@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import pytest
+
 from conftest import VIP, changed_per_host, leader_name, patroni_cluster, playbook, run_module, secret
 
 testinfra_hosts = ["pg1"]

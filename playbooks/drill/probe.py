@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Drill probes: what clients of the stack see while a fault is injected.
+
+Runs until the stop file appears, then does the final reads and writes one
+JSON file of raw observations (report.py turns them into figures):
+- a PostgreSQL writer through the VIP (PgBouncer), every acknowledged commit
+  recorded, then read back: acknowledged writes lost = RPO;
+- a watcher asking every PostgreSQL node directly whether it is writable
+  (two at once = split brain), and Patroni who leads;
+- a Redis writer through the VIP, then read back; the Sentinels' master;
+- pycrdt clients, one per sync server, editing one room; disconnects,
+  reconnects to the next server, and at the end whether every update reached
+  every server.
+
+Usage: probe.py CONFIG.json  (CONFIG holds credentials: keep it mode 600)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.request
+
+import psycopg
+import redis.asyncio as aioredis
+
+try:  # The sync probe needs the sync server's client (pip install ./sync_server).
+    from rtmx_sync.client import YClient
+except ImportError:  # pragma: no cover - reported in the output
+    YClient = None
+
+WRITE_TIMEOUT = 5.0
+TICK = 0.1
+
+
+class Probe:
+    def __init__(self, config: dict):
+        self.cfg = config
+        self.run_id = config["run_id"]
+        self.stop = asyncio.Event()
+        self.pg_writes: list[list] = []  # [start, end, ok, seq, error]
+        self.redis_writes: list[list] = []
+        self.primaries: list[list] = []  # [t, [writable node names], [unreachable]]
+        self.leaders: list[list] = []  # [t, leader or None]
+        self.redis_masters: list[list] = []  # [t, master or None]
+        self.sync_clients: list[dict] = []
+        self.notes: list[str] = []
+
+    # PostgreSQL ------------------------------------------------------------
+    def pg_params(self) -> dict:
+        pg = self.cfg["pg"]
+        return dict(host=pg["host"], port=pg["port"], dbname=pg["dbname"], user=pg["user"], password=pg["password"],
+                    connect_timeout=3, autocommit=True, prepare_threshold=None, application_name="rtmx-drill-probe")
+
+    async def pg_writer(self) -> None:
+        table = self.cfg["pg"]["table"]
+        conn = None
+        seq = 0
+        while not self.stop.is_set():
+            seq += 1
+            start = time.time()
+            try:
+                if conn is None:
+                    conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(**self.pg_params()), WRITE_TIMEOUT)
+                await asyncio.wait_for(
+                    conn.execute(f"INSERT INTO {table} (run_id, seq) VALUES (%s, %s)", (self.run_id, seq)),
+                    WRITE_TIMEOUT)
+                self.pg_writes.append([start, time.time(), True, seq, None])
+            except (TimeoutError, psycopg.Error, OSError) as error:
+                self.pg_writes.append([start, time.time(), False, seq, (str(error) or type(error).__name__)[:160]])
+                if conn is not None:
+                    await close_quietly(conn)
+                conn = None
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
+        if conn is not None:
+            await close_quietly(conn)
+
+    async def pg_prepare(self) -> None:
+        table = self.cfg["pg"]["table"]
+        async with await psycopg.AsyncConnection.connect(**self.pg_params()) as conn:
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (run_id text NOT NULL, seq bigint NOT NULL, "
+                               "at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, seq))")
+
+    async def pg_final_read(self) -> dict:
+        table = self.cfg["pg"]["table"]
+        acked = {w[3] for w in self.pg_writes if w[2]}
+        for _attempt in range(30):
+            try:
+                async with await psycopg.AsyncConnection.connect(**self.pg_params()) as conn:
+                    cur = await conn.execute(f"SELECT seq FROM {table} WHERE run_id = %s", (self.run_id,))
+                    present = {row[0] for row in await cur.fetchall()}
+                    await conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (self.run_id,))
+                return {"acked": len(acked), "present": len(present), "lost": sorted(acked - present)[:100],
+                        "lost_count": len(acked - present), "read_ok": True}
+            except psycopg.Error as error:
+                last = str(error)
+                await asyncio.sleep(1)
+        return {"acked": len(acked), "read_ok": False, "error": last, "lost_count": None}
+
+    async def primary_watcher(self) -> None:
+        nodes = [dict(zip(("name", "host"), n.split("=", 1)), port=5432) for n in self.cfg["pg"]["nodes"]]
+        conns: dict[str, psycopg.AsyncConnection | None] = {n["name"]: None for n in nodes}
+        params = self.pg_params()
+
+        async def ask(node: dict):
+            conn = conns[node["name"]]
+            try:
+                if conn is None:
+                    conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(
+                        **dict(params, host=node["host"], port=node["port"], connect_timeout=1)), 1.5)
+                    conns[node["name"]] = conn
+                cur = await asyncio.wait_for(conn.execute("SELECT pg_is_in_recovery()"), 1.0)
+                return (await cur.fetchone())[0] is False
+            except (TimeoutError, psycopg.Error, OSError):
+                if conn is not None:
+                    asyncio.ensure_future(close_quietly(conn))
+                conns[node["name"]] = None
+                return None
+
+        while not self.stop.is_set():
+            now = time.time()
+            answers = await asyncio.gather(*(ask(n) for n in nodes))
+            writable = [n["name"] for n, a in zip(nodes, answers) if a is True]
+            unreachable = [n["name"] for n, a in zip(nodes, answers) if a is None]
+            self.primaries.append([now, writable, unreachable])
+            await asyncio.sleep(0.25)
+        for conn in conns.values():
+            if conn is not None:
+                await close_quietly(conn)
+
+    async def leader_watcher(self) -> None:
+        def ask() -> str | None:
+            for url in self.cfg["patroni_urls"]:
+                try:
+                    with urllib.request.urlopen(url.rstrip("/") + "/cluster", timeout=1) as answer:
+                        members = json.load(answer).get("members", [])
+                    leaders = [m["name"] for m in members if m.get("role") in ("leader", "master")
+                               and m.get("state") == "running"]
+                    return leaders[0] if len(leaders) == 1 else None
+                except (OSError, ValueError):
+                    continue
+            return None
+
+        while not self.stop.is_set():
+            now = time.time()
+            self.leaders.append([now, await asyncio.to_thread(ask)])
+            await asyncio.sleep(0.25)
+
+    # Redis -----------------------------------------------------------------
+    async def redis_writer(self) -> None:
+        r = self.cfg["redis"]
+        client = aioredis.Redis(host=r["host"], port=r["port"], password=r["password"], socket_timeout=2,
+                                socket_connect_timeout=2, retry_on_timeout=False)
+        seq = 0
+        while not self.stop.is_set():
+            seq += 1
+            start = time.time()
+            try:
+                await asyncio.wait_for(client.set(f"rtmx:drill:{self.run_id}:{seq}", "1", ex=3600), WRITE_TIMEOUT)
+                self.redis_writes.append([start, time.time(), True, seq, None])
+            except (TimeoutError, aioredis.RedisError, OSError) as error:
+                self.redis_writes.append([start, time.time(), False, seq, (str(error) or type(error).__name__)[:160]])
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
+        await client.aclose()
+
+    async def redis_final_read(self) -> dict:
+        r = self.cfg["redis"]
+        acked = [w[3] for w in self.redis_writes if w[2]]
+        client = aioredis.Redis(host=r["host"], port=r["port"], password=r["password"], socket_timeout=3)
+        try:
+            for _attempt in range(30):
+                try:
+                    present = set()
+                    for i in range(0, len(acked), 500):
+                        chunk = acked[i:i + 500]
+                        values = await client.mget([f"rtmx:drill:{self.run_id}:{s}" for s in chunk])
+                        present.update(s for s, v in zip(chunk, values) if v is not None)
+                    lost = sorted(set(acked) - present)
+                    return {"acked": len(acked), "present": len(present), "lost": lost[:100], "lost_count": len(lost),
+                            "read_ok": True}
+                except (aioredis.RedisError, OSError) as error:
+                    last = str(error)
+                    await asyncio.sleep(1)
+            return {"acked": len(acked), "read_ok": False, "error": last, "lost_count": None}
+        finally:
+            await client.aclose()
+
+    async def master_watcher(self) -> None:
+        r = self.cfg["redis"]
+        clients = []
+        for address in self.cfg["sentinels"]:
+            host, port = address.rsplit(":", 1)
+            clients.append(aioredis.Redis(host=host, port=int(port), password=self.cfg["sentinel_password"],
+                                          socket_timeout=1, socket_connect_timeout=1))
+
+        async def ask(client):
+            try:
+                addr = await client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", r["master_name"])
+                return "%s:%s" % (addr[0].decode(), addr[1].decode()) if addr else None
+            except (aioredis.RedisError, OSError):
+                return None
+
+        while not self.stop.is_set():
+            now = time.time()
+            answers = await asyncio.gather(*(ask(c) for c in clients))
+            votes: dict[str, int] = {}
+            for a in answers:
+                if a:
+                    votes[a] = votes.get(a, 0) + 1
+            majority = len(clients) // 2 + 1
+            master = next((a for a, n in votes.items() if n >= majority), None)
+            self.redis_masters.append([now, master])
+            await asyncio.sleep(0.25)
+        for c in clients:
+            await c.aclose()
+
+    # Sync servers ----------------------------------------------------------
+    async def sync_client(self, index: int) -> None:
+        servers = self.cfg["sync"]["servers"]
+        room = self.cfg["sync"]["room"]
+        state = {"index": index, "server": servers[index], "sent": [], "disconnects": [], "reconnects": [],
+                 "servers_used": [servers[index]]}
+        self.sync_clients.append(state)
+        client = YClient(servers[index], room, self.cfg["sync"].get("token", ""))
+        state["client"] = client
+        await client.connect(open_timeout=5)
+        n = 0
+        target = index
+        while not self.stop.is_set():
+            if client.closed is not None:
+                state["disconnects"].append(time.time())
+                # Reconnect elsewhere, as a Yjs provider behind a load balancer would.
+                while not self.stop.is_set():
+                    target = (target + 1) % len(servers)
+                    try:
+                        await client.connect(servers[target], open_timeout=2)
+                        state["reconnects"].append(time.time())
+                        state["servers_used"].append(servers[target])
+                        break
+                    except (TimeoutError, OSError, Exception):  # noqa: BLE001 - any failed handshake
+                        await asyncio.sleep(0.2)
+            n += 1
+            token = f"[c{index}:{n}]"
+            try:
+                await client.insert(token)
+            except Exception:  # noqa: BLE001 - kept locally, synced on reconnect
+                pass
+            state["sent"].append([time.time(), token])
+            await asyncio.sleep(0.25)
+
+    async def sync_final(self) -> dict:
+        tokens = {t for c in self.sync_clients for _, t in c["sent"]}
+
+        def missing(text: str) -> set:
+            return {t for t in tokens if t not in text}
+
+        start = time.time()
+        converged = None
+        while time.time() - start < 20:
+            if all(c["client"].closed is None and not missing(str(c["client"].text)) for c in self.sync_clients):
+                converged = round(time.time() - start, 2)
+                break
+            await asyncio.sleep(0.1)
+        per_server = {}
+        for url in self.cfg["sync"]["servers"]:
+            fresh = YClient(url, self.cfg["sync"]["room"], self.cfg["sync"].get("token", ""))
+            try:
+                await fresh.connect(open_timeout=5)
+                deadline = time.time() + 10
+                while missing(str(fresh.text)) and time.time() < deadline:
+                    await asyncio.sleep(0.1)
+                per_server[url] = len(missing(str(fresh.text)))
+                await fresh.close()
+            except Exception as error:  # noqa: BLE001 - a server that stays down is reported, not fatal
+                per_server[url] = f"unreachable: {error}"
+        for c in self.sync_clients:
+            try:
+                await c["client"].close()
+            except Exception:  # noqa: BLE001
+                pass
+        lost = [v for v in per_server.values() if isinstance(v, int)]
+        return {"updates": len(tokens), "converged_after_stop_s": converged, "missing_per_server": per_server,
+                "updates_lost": max(lost) if lost else None}
+
+    # Run -------------------------------------------------------------------
+    async def wait_for_stop(self) -> None:
+        deadline = time.time() + self.cfg.get("max_seconds", 1800)
+        while not os.path.exists(self.cfg["stop_file"]) and time.time() < deadline:
+            await asyncio.sleep(TICK)
+        self.stop.set()
+
+    async def run(self) -> dict:
+        started = time.time()
+        await self.pg_prepare()
+        tasks = [self.pg_writer(), self.primary_watcher(), self.leader_watcher(), self.redis_writer(),
+                 self.master_watcher()]
+        if YClient is not None and self.cfg.get("sync", {}).get("servers"):
+            tasks += [self.sync_client(i) for i in range(len(self.cfg["sync"]["servers"]))]
+        elif self.cfg.get("sync", {}).get("servers"):
+            self.notes.append("sync probe skipped: rtmx_sync is not on the controller (pip install ./sync_server)")
+        ready = os.path.join(os.path.dirname(self.cfg["out"]), os.path.basename(self.cfg["out"]) + ".ready")
+        runners = [asyncio.ensure_future(t) for t in tasks]
+        await asyncio.sleep(1.0)
+        open(ready, "w").close()
+        await self.wait_for_stop()
+        results = await asyncio.gather(*runners, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                self.notes.append(f"probe task failed: {result!r}")
+        stopped = time.time()
+        final = {"pg": await self.pg_final_read(), "redis": await self.redis_final_read()}
+        if self.sync_clients:
+            final["sync"] = await self.sync_final()
+        return {
+            "run_id": self.run_id, "started": started, "stopped": stopped, "notes": self.notes,
+            "pg_writes": self.pg_writes, "redis_writes": self.redis_writes, "primaries": self.primaries,
+            "leaders": self.leaders, "redis_masters": self.redis_masters,
+            "sync_clients": [{k: v for k, v in c.items() if k != "client"} for c in self.sync_clients],
+            "final": final,
+        }
+
+
+async def close_quietly(conn) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 1)
+    except Exception:  # noqa: BLE001 - closing a dead connection
+        pass
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        config = json.load(handle)
+    result = asyncio.run(Probe(config).run())
+    tmp = config["out"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+    os.replace(tmp, config["out"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Turn drill observations into figures: report.json, report.md, timeline.svg.
+
+Usage: report.py DRILLS.json OUTDIR
+DRILLS.json is written by failover-drill.yml: one entry per drill with its
+name, target, the times (epoch seconds) of the fault, the heal and the
+verification, and the probe's output file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from html import escape
+
+SLOW = 1.0  # a write slower than this counts as unavailable from its start
+
+
+def unavailability(writes: list, since: float) -> dict:
+    """Outages seen by the writer after `since`: each runs from the start of a failed (or slow) write to the
+    end of the next fast successful one. window_s is the longest, total_s their sum."""
+    bursts, start = [], None
+    for w in sorted(writes, key=lambda w: w[0]):
+        if w[1] < since:
+            continue
+        bad = not w[2] or w[1] - w[0] > SLOW
+        if bad and start is None:
+            start = w[0]
+        elif not bad and start is not None:
+            bursts.append(w[1] - start)
+            start = None
+    if start is not None:  # never recovered before the probe stopped
+        return {"window_s": None, "total_s": None, "failed": len([w for w in writes if w[0] >= since and not w[2]])}
+    return {"window_s": round(max(bursts, default=0.0), 2), "total_s": round(sum(bursts), 2),
+            "failed": len([w for w in writes if w[0] >= since and not w[2]])}
+
+
+def first_change(series: list, since: float, before_value) -> float | None:
+    """Seconds from `since` until the series shows a value other than before_value (and not None)."""
+    for t, value in series:
+        if t >= since and value is not None and value != before_value:
+            return round(t - since, 2)
+    return None
+
+
+def value_before(series: list, since: float):
+    values = [v for t, v in series if t < since and v is not None]
+    return values[-1] if values else None
+
+
+def drill_figures(drill: dict, probe: dict) -> dict:
+    fault = drill["fault_at"]
+    leaders = [(t, v) for t, v in probe["leaders"]]
+    masters = [(t, v) for t, v in probe["redis_masters"]]
+    leader_before = value_before(leaders, fault)
+    master_before = value_before(masters, fault)
+    pg = unavailability(probe["pg_writes"], fault)
+    redis = unavailability(probe["redis_writes"], fault)
+    max_primaries = max((len(p[1]) for p in probe["primaries"]), default=0)
+    final = probe["final"]
+    sync = final.get("sync") or {}
+    clients = probe.get("sync_clients") or []
+    disconnects = {c["servers_used"][0]: len(c["disconnects"]) for c in clients}
+    back = []
+    for c in clients:
+        for i, t in enumerate(c["disconnects"]):
+            if i < len(c["reconnects"]):
+                back.append(c["reconnects"][i] - t)
+    return {
+        "drill": drill["name"],
+        "target": drill.get("target"),
+        "fault": drill.get("fault"),
+        "pg_write_unavailability_s": pg["window_s"],
+        "pg_failed_writes": pg["failed"],
+        "pg_acked_writes": final["pg"].get("acked"),
+        "pg_acked_writes_lost": final["pg"].get("lost_count"),
+        "time_to_new_leader_s": first_change(leaders, fault, leader_before),
+        "leader_before": leader_before,
+        "leader_after": value_before(leaders, probe["stopped"] + 1),
+        "max_writable_primaries": max_primaries,
+        "redis_write_unavailability_s": redis["window_s"],
+        "redis_failed_writes": redis["failed"],
+        "redis_acked_writes": final["redis"].get("acked"),
+        "redis_acked_writes_lost": final["redis"].get("lost_count"),
+        "time_to_new_master_s": first_change(masters, fault, master_before),
+        "redis_lost_window_s": lost_window(probe["redis_writes"], final["redis"].get("lost") or [], fault),
+        "master_before": master_before,
+        "rto_s": round(drill["verified_at"] - fault, 2) if drill.get("verified_at") else None,
+        "verified": drill.get("verify_ok", False),
+        "verify_failed_checks": drill.get("verify_failed_checks", []),
+        "sync_updates": sync.get("updates"),
+        "sync_updates_lost": sync.get("updates_lost"),
+        "sync_disconnects": disconnects,
+        "sync_back_in_sync_s": round(max(back), 2) if back else 0.0,
+        "sync_converged_after_stop_s": sync.get("converged_after_stop_s"),
+        "notes": probe.get("notes", []),
+    }
+
+
+def lost_window(writes: list, lost: list, fault: float) -> float | None:
+    """How long before the fault the earliest lost Redis write was acknowledged (the min-replicas bound)."""
+    acked_at = {w[3]: w[1] for w in writes if w[2]}
+    times = [acked_at[s] for s in lost if s in acked_at]
+    return round(fault - min(times), 2) if times else None
+
+
+def per_second(probe: dict, key: str, t0: float) -> tuple[dict, dict]:
+    ok, failed = {}, {}
+    for w in probe[key]:
+        second = int(w[1] - t0)
+        (ok if w[2] else failed)[second] = (ok if w[2] else failed).get(second, 0) + 1
+    return ok, failed
+
+
+def svg_timeline(drills: list, probes: dict, path: str) -> None:
+    """Successful and failed PostgreSQL and Redis writes per second, one band per drill, faults marked."""
+    width, band, left = 1000, 150, 150
+    height = band * len(drills) + 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             '<text x="10" y="16" font-size="13">Writes per second through the VIP: PostgreSQL ok (green) / failed '
+             '(red), Redis ok (blue) / failed (orange); fault (black), healed (grey), verified (green line)</text>']
+    for i, drill in enumerate(drills):
+        probe = probes[drill["name"]]
+        t0, t1 = probe["started"], probe["stopped"]
+        span = max(t1 - t0, 1.0)
+        top = 30 + i * band
+        scale_x = (width - left - 20) / span
+        series = [("pg_writes", "#2a9d2a", "#d62828", 0), ("redis_writes", "#1d6fd6", "#f08c00", 1)]
+        peak = 1
+        counts = {}
+        for key, *_ in series:
+            counts[key] = per_second(probe, key, t0)
+            peak = max([peak] + list(counts[key][0].values()) + list(counts[key][1].values()))
+        half = (band - 30) / 2
+        parts.append(f'<text x="10" y="{top + 20}" font-weight="bold">{escape(drill["name"])}</text>')
+        parts.append(f'<text x="10" y="{top + 36}">{escape(str(drill.get("target") or ""))}</text>')
+        for key, ok_color, bad_color, row in series:
+            base = top + half * (row + 1)
+            parts.append(f'<line x1="{left}" y1="{base}" x2="{width - 20}" y2="{base}" stroke="#ccc"/>')
+            ok, failed = counts[key]
+            for second in range(int(span) + 1):
+                x = left + second * scale_x
+                w = max(scale_x - 1, 1)
+                h_ok = ok.get(second, 0) / peak * (half - 4)
+                h_bad = failed.get(second, 0) / peak * (half - 4)
+                if h_ok:
+                    parts.append(f'<rect x="{x:.1f}" y="{base - h_ok:.1f}" width="{w:.1f}" height="{h_ok:.1f}" '
+                                 f'fill="{ok_color}"/>')
+                if h_bad:
+                    parts.append(f'<rect x="{x:.1f}" y="{base - h_ok - h_bad:.1f}" width="{w:.1f}" '
+                                 f'height="{h_bad:.1f}" fill="{bad_color}"/>')
+        for key, color in (("fault_at", "black"), ("healed_at", "#888"), ("verified_at", "#2a9d2a")):
+            t = drill.get(key)
+            if t:
+                x = left + (t - t0) * scale_x
+                parts.append(f'<line x1="{x:.1f}" y1="{top + 4}" x2="{x:.1f}" y2="{top + band - 24}" stroke="{color}" '
+                             f'stroke-width="2"/>')
+        parts.append(f'<text x="{left}" y="{top + band - 10}">0 s</text>'
+                     f'<text x="{width - 60}" y="{top + band - 10}">{span:.0f} s</text>')
+    parts.append("</svg>")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(parts))
+
+
+COLUMNS = [
+    ("drill", "drill"), ("pg_write_unavailability_s", "PG write unavailability (s)"),
+    ("time_to_new_leader_s", "new leader (s)"), ("pg_acked_writes_lost", "PG acked writes lost"),
+    ("max_writable_primaries", "max writable primaries"), ("redis_write_unavailability_s", "Redis unavailability (s)"),
+    ("time_to_new_master_s", "new master (s)"), ("redis_acked_writes_lost", "Redis acked writes lost"),
+    ("rto_s", "RTO (s)"), ("sync_disconnects", "sync disconnects"), ("sync_back_in_sync_s", "sync back (s)"),
+    ("sync_updates_lost", "sync updates lost"), ("verified", "verified"),
+]
+
+
+def cell(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k.split('//')[-1].split(':')[0]}={v}" for k, v in value.items()) or "-"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def markdown(figures: list, meta: dict) -> str:
+    lines = [f"# Failover drill report {meta['run']}", "",
+             f"Inventory: `{meta.get('inventory', '')}`. Chaos seed: {meta.get('seed', '-')}. "
+             "Times in seconds from the fault; RTO = fault until ha_verify passed with the failed part back.", "",
+             "| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    for f in figures:
+        lines.append("| " + " | ".join(cell(f.get(key)) for key, _ in COLUMNS) + " |")
+    lines += ["", "Goals: leader node loss <= 20 s of write unavailability, PostgreSQL crash <= 10 s, planned "
+              "switchover 0 failed writes, Redis master loss <= 8 s, lb loss <= 5 s, sync server loss: no disconnect "
+              "of other servers' clients and back in sync <= 5 s. Requirement: failover < 60 s, RTO < 15 min, "
+              "RPO < 5 min.", "", "![timeline](timeline.svg)", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        run = json.load(handle)
+    outdir = sys.argv[2]
+    os.makedirs(outdir, exist_ok=True)
+    probes, figures = {}, []
+    for drill in run["drills"]:
+        with open(drill["probe_file"], encoding="utf-8") as handle:
+            probes[drill["name"]] = json.load(handle)
+        figures.append(drill_figures(drill, probes[drill["name"]]))
+    report = {"run": run["run"], "inventory": run.get("inventory"), "seed": run.get("seed"), "drills": figures}
+    windows = [f["pg_write_unavailability_s"] for f in figures if f["pg_write_unavailability_s"] is not None]
+    report["summary"] = {
+        "drills": len(figures),
+        "all_verified": all(f["verified"] for f in figures),
+        "pg_acked_writes_lost": sum(f["pg_acked_writes_lost"] or 0 for f in figures),
+        "max_writable_primaries": max((f["max_writable_primaries"] for f in figures), default=0),
+        "max_pg_write_unavailability_s": max(windows, default=0.0),
+        "median_pg_write_unavailability_s": statistics.median(windows) if windows else 0.0,
+        "max_rto_s": max((f["rto_s"] or 0 for f in figures), default=0.0),
+        "redis_acked_writes_lost": sum(f["redis_acked_writes_lost"] or 0 for f in figures),
+        "sync_updates_lost": sum(f["sync_updates_lost"] or 0 for f in figures),
+    }
+    with open(os.path.join(outdir, "report.json"), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1)
+    with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown(figures, report))
+    svg_timeline(run["drills"], probes, os.path.join(outdir, "timeline.svg"))
+    print(json.dumps(report["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

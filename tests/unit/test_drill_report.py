@@ -1,0 +1,93 @@
+"""Drill figures from synthetic probe observations with known answers."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPORT = ROOT / "playbooks" / "drill" / "report.py"
+spec = importlib.util.spec_from_file_location("drill_report", REPORT)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+T0 = 1_800_000_000.0
+
+
+def writes(outages, until=60.0, step=0.1):
+    """One write every `step` s; those starting inside an outage (start, end) fail."""
+    out, seq, t = [], 0, 0.0
+    while t < until:
+        seq += 1
+        ok = not any(a <= t < b for a, b in outages)
+        out.append([T0 + t, T0 + t + 0.01, ok, seq, None if ok else "boom"])
+        t += step
+    return out
+
+
+def probe(pg_outages=(), redis_outages=(), lost_pg=(), lost_redis=(), leader_change=None, two_primaries=False):
+    leaders = [[T0 + t / 4, "pg1" if leader_change is None or t / 4 < leader_change else "pg2"] for t in range(240)]
+    primaries = [[T0 + t / 4, ["pg1", "pg2"] if two_primaries and t == 100 else ["pg1"], []] for t in range(240)]
+    return {
+        "started": T0, "stopped": T0 + 60, "notes": [],
+        "pg_writes": writes(pg_outages), "redis_writes": writes(redis_outages),
+        "leaders": leaders, "redis_masters": [[T0 + t / 4, "10.0.0.11:6379"] for t in range(240)],
+        "primaries": primaries,
+        "sync_clients": [{"servers_used": ["ws://s1:8765"], "disconnects": [], "reconnects": []},
+                         {"servers_used": ["ws://s2:8765", "ws://s3:8765"], "disconnects": [T0 + 20],
+                          "reconnects": [T0 + 21.5]}],
+        "final": {"pg": {"acked": 500, "lost": list(lost_pg), "lost_count": len(lost_pg)},
+                  "redis": {"acked": 500, "lost": list(lost_redis), "lost_count": len(lost_redis)},
+                  "sync": {"updates": 40, "updates_lost": 0, "converged_after_stop_s": 0.3}},
+    }
+
+
+def drill(name="leader_node_loss"):
+    return {"name": name, "target": "pg1", "fault_at": T0 + 10, "healed_at": T0 + 40, "verified_at": T0 + 52.5,
+            "verify_ok": True, "verify_failed_checks": []}
+
+
+def test_outage_window_leader_change_and_rto():
+    figures = report.drill_figures(drill(), probe(pg_outages=[(12.0, 19.0)], leader_change=25))
+    assert 6.9 <= figures["pg_write_unavailability_s"] <= 7.2
+    assert 69 <= figures["pg_failed_writes"] <= 71
+    assert figures["time_to_new_leader_s"] == 15.0
+    assert (figures["leader_before"], figures["leader_after"]) == ("pg1", "pg2")
+    assert figures["rto_s"] == 42.5
+    assert figures["pg_acked_writes_lost"] == 0
+    assert figures["redis_write_unavailability_s"] == 0.0
+    assert figures["sync_disconnects"] == {"ws://s1:8765": 0, "ws://s2:8765": 1}
+    assert figures["sync_back_in_sync_s"] == 1.5
+
+
+def test_two_outages_report_the_longest_and_the_total():
+    figures = report.unavailability(writes([(12.0, 14.0), (30.0, 35.0)]), T0 + 10)
+    assert 4.9 <= figures["window_s"] <= 5.2 and 6.9 <= figures["total_s"] <= 7.3
+
+
+def test_never_recovered_has_no_window():
+    assert report.unavailability(writes([(50.0, 99.0)]), T0 + 10)["window_s"] is None
+
+
+def test_split_brain_and_losses_are_counted():
+    figures = report.drill_figures(drill(), probe(lost_pg=[7], lost_redis=[95, 96], two_primaries=True))
+    assert figures["max_writable_primaries"] == 2
+    assert figures["pg_acked_writes_lost"] == 1
+    assert figures["redis_acked_writes_lost"] == 2
+    # writes 95 and 96 were acknowledged about 0.5 s before the fault (at 10 s).
+    assert 0.4 <= figures["redis_lost_window_s"] <= 0.6
+
+
+def test_report_files(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps(probe(pg_outages=[(12.0, 14.0)], leader_change=14)))
+    run = {"run": "20261127T000000Z", "inventory": "lab", "seed": None,
+           "drills": [dict(drill(), probe_file=str(tmp_path / "p.json"))]}
+    (tmp_path / "drills.json").write_text(json.dumps(run))
+    out = subprocess.run([sys.executable, str(REPORT), str(tmp_path / "drills.json"), str(tmp_path / "out")],
+                         check=True, capture_output=True, text=True).stdout
+    summary = json.loads(out)
+    assert summary["drills"] == 1 and summary["pg_acked_writes_lost"] == 0 and summary["all_verified"]
+    assert "| leader_node_loss |" in (tmp_path / "out" / "report.md").read_text()
+    svg = (tmp_path / "out" / "timeline.svg").read_text()
+    assert svg.startswith("<svg") and 'fill="#d62828"' in svg
