@@ -25,6 +25,8 @@ description:
   - C(haproxy_routing) every HAProxy sends writes to the Patroni leader alone, Redis to the
     Sentinels' master alone, and has every sync server UP.
   - C(sync_servers) every sync server's C(/health) answers 200.
+  - C(etcd) every etcd member's C(/health) says healthy (Patroni's DCS; a lost member
+    changes nothing else visible until quorum is lost).
   - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
   - With I(wait_timeout), repeats until all checks pass or the time is up, so it also measures
     how long the stack takes to be whole again after a fault.
@@ -130,6 +132,11 @@ options:
     type: list
     elements: str
     default: []
+  etcd_urls:
+    description: Client URLs of the etcd members (C(http://10.0.0.11:2379)). Enables C(etcd).
+    type: list
+    elements: str
+    default: []
   vip_holders:
     description:
       - Names of the lbs that hold the VIP now (gathered on each lb, for example with
@@ -168,6 +175,7 @@ EXAMPLES = r'''
     haproxy_stats_urls: [http://10.0.0.31:7000/, http://10.0.0.32:7000/]
     haproxy_stats_password: "{{ haproxy_stats_password }}"
     sync_health_urls: [http://10.0.0.21:8765/health, http://10.0.0.22:8765/health]
+    etcd_urls: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
     vip_holders: "{{ vip_holders }}"
     wait_timeout: 120
   delegate_to: localhost
@@ -188,6 +196,7 @@ checks:
   elements: dict
   sample:
     - {name: patroni_leader, ok: true, detail: pg2 leads on timeline 4}
+    - {name: etcd, ok: true, detail: 3 etcd members healthy}
     - {name: vip, ok: false, detail: '2 lbs hold the VIP: lb1, lb2'}
 failed_checks:
   description: Names of the checks that failed.
@@ -212,6 +221,7 @@ report:
   sample: {patroni: {leader: pg2}, redis: {master: 10.0.0.12:6379}, haproxy: {}}
 '''
 
+import json
 import os
 import re
 import time
@@ -370,6 +380,23 @@ class Verifier(object):
         self.check('sync_servers', not problems, '; '.join(problems) or
                    '%d sync servers healthy' % len(p['sync_health_urls']))
 
+    def etcd(self):
+        p = self.p
+        problems = []
+        for url in p['etcd_urls']:
+            try:
+                answer = open_url(url.rstrip('/') + '/health', timeout=p['timeout'], validate_certs=p['validate_certs'],
+                                  ca_path=p['ca_path'])
+                health = json.loads(answer.read().decode('utf-8') or '{}').get('health')
+            except HTTPError as exc:
+                health = 'HTTP %s' % exc.code
+            except (URLError, OSError, ValueError) as exc:
+                problems.append('%s unreachable: %s' % (url, getattr(exc, 'reason', exc)))
+                continue
+            if str(health).lower() != 'true':
+                problems.append('%s reports health=%s' % (url, health))
+        self.check('etcd', not problems, '; '.join(problems) or '%d etcd members healthy' % len(p['etcd_urls']))
+
     def vip(self):
         holders = self.p['vip_holders']
         self.check('vip', len(holders) == 1, '%d lbs hold the VIP%s' % (
@@ -386,6 +413,8 @@ class Verifier(object):
             self.haproxy(info, redis_state)
         if p['sync_health_urls']:
             self.sync_servers()
+        if p['etcd_urls']:
+            self.etcd()
         if p['vip_holders'] is not None:
             self.vip()
         return [c['name'] for c in self.checks if not c['ok']]
@@ -420,6 +449,7 @@ def main():
             haproxy_redis_backend=dict(type='str', default='redis'),
             haproxy_sync_backend=dict(type='str', default='sync_servers'),
             sync_health_urls=dict(type='list', elements='str', default=[]),
+            etcd_urls=dict(type='list', elements='str', default=[]),
             vip_holders=dict(type='list', elements='str'),
             timeout=dict(type='int', default=5),
             wait_timeout=dict(type='int', default=0),
@@ -436,7 +466,7 @@ def main():
         failed = verifier.run_once()
         if not verifier.checks:
             module.fail_json(msg='nothing to verify: give at least one of patroni_urls, pg_host, sentinels, '
-                                 'haproxy_stats_urls, sync_health_urls, vip_holders')
+                                 'haproxy_stats_urls, sync_health_urls, etcd_urls, vip_holders')
         if not failed or watch.lap() >= module.params['wait_timeout']:
             break
         time.sleep(1)

@@ -25,7 +25,7 @@ def verify_args(**extra):
     args = {key: "{{ rtmx_ha.%s }}" % key for key in (
         "patroni_urls", "patroni_password", "pg_host", "pg_password", "sentinels", "sentinel_password",
         "redis_password", "redis_host", "haproxy_stats_urls", "haproxy_stats_password", "sync_health_urls",
-        "vip_holders")}
+        "etcd_urls", "vip_holders")}
     args.update(extra)
     return args
 
@@ -91,7 +91,7 @@ def test_ha_verify_passes_on_the_healthy_stack(project_dir, inventory):
     assert result["ok"], result.get("msg")
     assert {c["name"] for c in result["checks"]} == {
         "patroni_leader", "patroni_replicas", "postgres_write", "redis_sentinels", "redis_write", "haproxy_routing",
-        "sync_servers", "vip"}
+        "sync_servers", "etcd", "vip"}
 
 
 def test_ha_verify_lists_every_failed_check(project_dir, inventory):
