@@ -116,7 +116,7 @@ def per_second(probe: dict, key: str, t0: float) -> tuple[dict, dict]:
 
 def svg_timeline(drills: list, probes: dict, path: str) -> None:
     """Successful and failed PostgreSQL and Redis writes per second, one band per drill, faults marked."""
-    width, band, left = 1000, 150, 150
+    width, band, left = 1200, 150, 150
     height = band * len(drills) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
              f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
@@ -140,6 +140,8 @@ def svg_timeline(drills: list, probes: dict, path: str) -> None:
         for key, ok_color, bad_color, row in series:
             base = top + half * (row + 1)
             parts.append(f'<line x1="{left}" y1="{base}" x2="{width - 20}" y2="{base}" stroke="#ccc"/>')
+            label = "PostgreSQL" if row == 0 else "Redis"
+            parts.append(f'<text x="{left - 70}" y="{base - 4}" fill="#555">{label}</text>')
             ok, failed = counts[key]
             for second in range(int(span) + 1):
                 x = left + second * scale_x
