@@ -32,7 +32,7 @@ try:  # The sync probe needs the sync server's client (pip install ./sync_server
 except ImportError:  # pragma: no cover - reported in the output
     YClient = None
 
-WRITE_TIMEOUT = 5.0
+WRITE_TIMEOUT = 15.0  # longer than a PgBouncer pause; slower writes still count as unavailability
 TICK = 0.1
 
 

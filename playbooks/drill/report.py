@@ -169,6 +169,7 @@ def svg_timeline(drills: list, probes: dict, path: str) -> None:
 
 COLUMNS = [
     ("drill", "drill"), ("pg_write_unavailability_s", "PG write unavailability (s)"),
+    ("pg_failed_writes", "PG failed writes"),
     ("time_to_new_leader_s", "new leader (s)"), ("pg_acked_writes_lost", "PG acked writes lost"),
     ("max_writable_primaries", "max writable primaries"), ("redis_write_unavailability_s", "Redis unavailability (s)"),
     ("time_to_new_master_s", "new master (s)"), ("redis_acked_writes_lost", "Redis acked writes lost"),

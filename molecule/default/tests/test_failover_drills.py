@@ -67,7 +67,7 @@ def test_every_drill_recovers_without_losing_an_acknowledged_commit(project_dir,
 
 def test_seeded_chaos_series(project_dir, inventory, tmp_path_factory):
     seed = os.environ.get("RTMX_CHAOS_SEED") or str(random.randrange(1_000_000))
-    faults = os.environ.get("RTMX_CHAOS_FAULTS", "3")
+    faults = os.environ.get("RTMX_CHAOS_FAULTS", "2")
     print(f"chaos seed {seed} ({faults} faults): replay with RTMX_CHAOS_SEED={seed} or "
           f"make drill DRILL_ARGS='-e chaos_seed={seed} -e chaos_faults={faults}'")
     report = run_drills(project_dir, inventory, tmp_path_factory, "-e", f"chaos_seed={seed}", "-e", f"chaos_faults={faults}")
