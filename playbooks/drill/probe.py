@@ -48,6 +48,7 @@ class Probe:
         self.redis_masters: list[list] = []  # [t, master or None]
         self.sync_clients: list[dict] = []
         self.notes: list[str] = []
+        self.errors: list[str] = []  # the probe itself broke: its figures cannot be trusted
 
     # PostgreSQL ------------------------------------------------------------
     def pg_params(self) -> dict:
@@ -302,7 +303,7 @@ class Probe:
         if YClient is not None and self.cfg.get("sync", {}).get("servers"):
             tasks += [self.sync_client(i) for i in range(len(self.cfg["sync"]["servers"]))]
         elif self.cfg.get("sync", {}).get("servers"):
-            self.notes.append("sync probe skipped: rtmx_sync is not on the controller (pip install ./sync_server)")
+            self.errors.append("sync probe skipped: rtmx_sync is not on the controller (pip install ./sync_server)")
         ready = os.path.join(os.path.dirname(self.cfg["out"]), os.path.basename(self.cfg["out"]) + ".ready")
         runners = [asyncio.ensure_future(t) for t in tasks]
         await asyncio.sleep(1.0)
@@ -310,14 +311,15 @@ class Probe:
         await self.wait_for_stop()
         results = await asyncio.gather(*runners, return_exceptions=True)
         for result in results:
-            if isinstance(result, Exception):
-                self.notes.append(f"probe task failed: {result!r}")
+            if isinstance(result, BaseException):
+                self.errors.append(f"probe task failed: {result!r}")
         stopped = time.time()
         final = {"pg": await self.pg_final_read(), "redis": await self.redis_final_read()}
         if self.sync_clients:
             final["sync"] = await self.sync_final()
         return {
-            "run_id": self.run_id, "started": started, "stopped": stopped, "notes": self.notes,
+            "run_id": self.run_id, "started": started, "stopped": stopped, "notes": self.notes, "errors": self.errors,
+            "pg_nodes": [n.split("=", 1)[0] for n in self.cfg["pg"]["nodes"]],
             "pg_writes": self.pg_writes, "redis_writes": self.redis_writes, "primaries": self.primaries,
             "leaders": self.leaders, "redis_masters": self.redis_masters,
             "sync_clients": [{k: v for k, v in c.items() if k != "client"} for c in self.sync_clients],
@@ -335,6 +337,8 @@ async def close_quietly(conn) -> None:
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as handle:
         config = json.load(handle)
+    # The file holds credentials: gone once read, so an aborted drill leaves none behind.
+    os.unlink(sys.argv[1])
     result = asyncio.run(Probe(config).run())
     tmp = config["out"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:

@@ -15,23 +15,27 @@ import statistics
 import sys
 from html import escape
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checks  # noqa: E402 - beside this script, not a package
+
 SLOW = 1.0  # a write slower than this counts as unavailable from its start
 
 
 def unavailability(writes: list, since: float) -> dict:
     """Outages seen by the writer after `since`: each runs from the start of a failed (or slow) write to the
     end of the next fast successful one. window_s is the longest, total_s their sum."""
-    bursts, start = [], None
+    bursts, start, seen = [], None, 0
     for w in sorted(writes, key=lambda w: w[0]):
         if w[1] < since:
             continue
+        seen += 1
         bad = not w[2] or w[1] - w[0] > SLOW
         if bad and start is None:
             start = w[0]
         elif not bad and start is not None:
             bursts.append(w[1] - start)
             start = None
-    if start is not None:  # never recovered before the probe stopped
+    if start is not None or not seen:  # never recovered before the probe stopped, or never wrote
         return {"window_s": None, "total_s": None, "failed": len([w for w in writes if w[0] >= since and not w[2]])}
     return {"window_s": round(max(bursts, default=0.0), 2), "total_s": round(sum(bursts), 2),
             "failed": len([w for w in writes if w[0] >= since and not w[2]])}
@@ -59,6 +63,12 @@ def drill_figures(drill: dict, probe: dict) -> dict:
     pg = unavailability(probe["pg_writes"], fault)
     redis = unavailability(probe["redis_writes"], fault)
     max_primaries = max((len(p[1]) for p in probe["primaries"]), default=0)
+    # A watcher that reaches no node sees no primary at all: that is blindness, not safety.
+    pg_nodes = probe.get("pg_nodes") or []
+    blind = [p for p in probe["primaries"] if not pg_nodes or len(p[2]) >= len(pg_nodes)]
+    last = probe["primaries"][-1] if probe["primaries"] else None
+    pg_after = [w for w in probe["pg_writes"] if w[0] >= fault]
+    redis_after = [w for w in probe["redis_writes"] if w[0] >= fault]
     final = probe["final"]
     sync = final.get("sync") or {}
     clients = probe.get("sync_clients") or []
@@ -71,18 +81,24 @@ def drill_figures(drill: dict, probe: dict) -> dict:
     return {
         "drill": drill["name"],
         "target": drill.get("target"),
+        "target_address": drill.get("target_address"),
         "fault": drill.get("fault"),
         "pg_write_unavailability_s": pg["window_s"],
         "pg_failed_writes": pg["failed"],
-        "pg_acked_writes": final["pg"].get("acked"),
+        "pg_acked_writes": len([w for w in probe["pg_writes"] if w[2]]),
         "pg_acked_writes_lost": final["pg"].get("lost_count"),
         "time_to_new_leader_s": first_change(leaders, fault, leader_before),
         "leader_before": leader_before,
         "leader_after": value_before(leaders, probe["stopped"] + 1),
         "max_writable_primaries": max_primaries,
+        "primary_samples": len(probe["primaries"]),
+        "primary_samples_blind": len(blind),
+        "writable_primaries_at_end": len(last[1]) if last else None,
+        "pg_acked_writes_after_fault": len([w for w in pg_after if w[2]]),
+        "redis_acked_writes_after_fault": len([w for w in redis_after if w[2]]),
         "redis_write_unavailability_s": redis["window_s"],
         "redis_failed_writes": redis["failed"],
-        "redis_acked_writes": final["redis"].get("acked"),
+        "redis_acked_writes": len([w for w in probe["redis_writes"] if w[2]]),
         "redis_acked_writes_lost": final["redis"].get("lost_count"),
         "time_to_new_master_s": first_change(masters, fault, master_before),
         "redis_lost_window_s": lost_window(probe["redis_writes"], final["redis"].get("lost") or [], fault),
@@ -95,6 +111,9 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "sync_disconnects": disconnects,
         "sync_back_in_sync_s": round(max(back), 2) if back else 0.0,
         "sync_converged_after_stop_s": sync.get("converged_after_stop_s"),
+        "sync_servers_unreachable_after": sorted(url for url, v in (sync.get("missing_per_server") or {}).items()
+                                                 if not isinstance(v, int)),
+        "probe_errors": probe.get("errors", []),
         "notes": probe.get("notes", []),
     }
 
@@ -197,7 +216,11 @@ def markdown(figures: list, meta: dict) -> str:
     lines += ["", "Goals: leader node loss <= 20 s of write unavailability, PostgreSQL crash <= 10 s, planned "
               "switchover 0 failed writes, Redis master loss <= 8 s, lb loss <= 5 s, sync server loss: no disconnect "
               "of other servers' clients and back in sync <= 5 s. Requirement: failover < 60 s, RTO < 15 min, "
-              "RPO < 5 min.", "", "![timeline](timeline.svg)", ""]
+              "RPO < 5 min.", ""]
+    problems = meta.get("problems") or []
+    lines += ["## Checks (playbooks/drill/checks.py)", ""]
+    lines += [f"- FAILED {p}" for p in problems] if problems else ["Every drill check passed."]
+    lines += ["", "![timeline](timeline.svg)", ""]
     return "\n".join(lines)
 
 
@@ -224,6 +247,8 @@ def main() -> int:
         "redis_acked_writes_lost": sum(f["redis_acked_writes_lost"] or 0 for f in figures),
         "sync_updates_lost": sum(f["sync_updates_lost"] or 0 for f in figures),
     }
+    report["problems"] = checks.problems(report)
+    report["summary"]["problems"] = len(report["problems"])
     with open(os.path.join(outdir, "report.json"), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=1)
     with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:

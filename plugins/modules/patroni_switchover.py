@@ -23,8 +23,14 @@ description:
     I(sync_standby_timeout) seconds for one instead of hanging.
   - With I(pgbouncer_pause), first checks that every PgBouncer in I(pgbouncer_hosts) answers,
     then runs C(PAUSE) on each for I(pgbouncer_databases), so clients wait instead of failing;
-    after the switchover it runs C(RECONNECT) and C(RESUME). PgBouncer is resumed on every
-    path out of the module, failures included.
+    after the switchover it runs C(RECONNECT) and C(RESUME). Once a C(PAUSE) was sent, every
+    database is resumed on every PgBouncer on every path out of the module (failures and
+    unexpected errors included, and when C(RECONNECT) fails there), and synchronous_node_count
+    is put back even when a C(RESUME) fails; the result names what could not be done.
+  - With I(pgbouncer_pause), every run first looks for I(pgbouncer_databases) still paused
+    (C(SHOW DATABASES)) by a run that was interrupted, and resumes them, also when it then has
+    nothing to do; see RV(resumed_stale_pause). Never run two switchovers at once, as the second
+    would resume the pause of the first.
   - Waits until the new leader answers C(GET /primary) (and, with I(haproxy_stats_urls), until
     every HAProxy routes writes only to it), then until the old leader streams from the new one.
   - Idempotent; the candidate already leading means C(ok), unchanged. Check mode reports the
@@ -210,6 +216,15 @@ timings:
   returned: changed and not scheduled
   type: dict
   sample: {pgbouncer_pause: 0.02, new_leader_writable: 2.61, haproxy_routed: 3.4, clients_paused: 3.46, old_leader_streaming: 9.8, total: 10.2}
+resumed_stale_pause:
+  description:
+    - PgBouncer databases (C(address/database)) found paused at the start of the run, left by an
+      interrupted run, and resumed (in check mode, that would be resumed). The run then reports
+      C(changed) and says so in C(msg).
+  returned: with pgbouncer_pause
+  type: list
+  elements: str
+  sample: [10.0.0.31:6432/rtmx]
 cluster:
   description: The cluster after the module ran, as returned by M(rtmx.ha.patroni_info).
   returned: success
@@ -217,10 +232,13 @@ cluster:
   sample: {leader: pg2, timeline: 4}
 '''
 
+import csv
 import datetime
 import re
+import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves import http_client
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
     HAPROXY_STATS_ARGS, HaproxyError, fetch_stats, routes_only_to)
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
@@ -240,6 +258,21 @@ def parse_schedule(value):
     return when if when.tzinfo is not None else None
 
 
+def is_paused(row):
+    """SHOW DATABASES row -> whether that database is paused (the column is 0 or 1)."""
+    return str(row.get('paused') or '0').strip().lower() in ('1', 't', 'true')
+
+
+class Finished(Exception):
+    """The module's answer. run() emits it only after PgBouncer is resumed and synchronous_node_count put back,
+    so nothing can exit between PAUSE and RESUME."""
+
+    def __init__(self, failed, result):
+        super(Finished, self).__init__(result.get('msg'))
+        self.failed = failed
+        self.result = result
+
+
 class Switchover(object):
     def __init__(self, module):
         self.module = module
@@ -249,16 +282,21 @@ class Switchover(object):
                                     p['timeout'], p['validate_certs'], p['ca_path'])
         self.bouncers = [PgBouncerAdmin(h, p['pgbouncer_username'], p['pgbouncer_password'], p['timeout'])
                          for h in p['pgbouncer_hosts']] if p['pgbouncer_pause'] else []
-        self.paused = []
+        self.pausing = False
         self.restore_sync = (False, None)
         self.pause_watch = None
+        self.stale = []
+        self.stale_resumed = False
+        self.problems = []
+        self.released = []
         self.timings = {}
         self.watch = Stopwatch()
 
     def fail(self, msg, **extra):
-        self.resume()
-        self.restore_sync_count()
-        self.module.fail_json(msg=msg, timings=self.timings, **extra)
+        raise Finished(True, dict(msg=msg, **extra))
+
+    def finish(self, **result):
+        raise Finished(False, result)
 
     def cluster(self):
         try:
@@ -266,7 +304,94 @@ class Switchover(object):
         except PatroniError as exc:
             self.fail('%s' % exc)
 
+    # Every exit ------------------------------------------------------------
+    def run(self):
+        outcome = None
+        try:
+            try:
+                self.flow()
+            except Finished as done:
+                outcome = done
+            except Exception as exc:  # pylint: disable=broad-except
+                # A truncated HTTP answer or a parser error must not leave clients paused either.
+                outcome = Finished(True, dict(msg='unexpected error: %s: %s' % (type(exc).__name__, exc),
+                                              exception=traceback.format_exc()))
+        finally:
+            # Also on KeyboardInterrupt or a stray sys.exit, which then go on up.
+            self.release()
+        self.emit(outcome)
+
+    def release(self):
+        """RESUME PgBouncer and put synchronous_node_count back; never raises, safe to call twice.
+
+        What was done goes to self.released and what could not to self.problems, both for the
+        message; returns whether something could not be done this time.
+        """
+        problems = self.resume() + self.restore_sync_count()
+        self.problems.extend(problems)
+        return bool(problems)
+
+    def emit(self, outcome):
+        result = dict(outcome.result)
+        failed = outcome.failed or bool(self.problems)
+        msg = [result['msg']] if result.get('msg') else []
+        stale_note = bool(self.stale) and (self.stale_resumed or self.module.check_mode)
+        if stale_note:
+            msg.insert(0, '%s PgBouncer databases left paused by an interrupted run: %s'
+                       % ('would resume' if self.module.check_mode else 'resumed', ', '.join(self.stale)))
+        if failed:
+            # Say what state the failure leaves behind: resumed and put back, or what to do by hand.
+            msg.extend(self.problems + self.released)
+            result.setdefault('timings', self.timings)
+        if msg:
+            result['msg'] = '; '.join(msg)
+        if self.p['pgbouncer_pause']:
+            result['resumed_stale_pause'] = self.stale
+            result['changed'] = bool(result.get('changed') or stale_note)
+        if failed:
+            self.module.fail_json(**result)
+        self.module.exit_json(**result)
+
     # PgBouncer -------------------------------------------------------------
+    def reconnect_and_resume(self, bouncer, databases):
+        """RECONNECT (server connections may still go to the old leader), then RESUME each database,
+        each step tried even when the one before failed; returns the errors."""
+        errors = []
+        try:
+            bouncer.run('RECONNECT')
+        except Exception as exc:  # pylint: disable=broad-except
+            errors.append('RECONNECT on %s failed (%s)' % (bouncer.address, exc))
+        for database in databases:
+            try:
+                bouncer.run('RESUME %s' % database)
+            except Exception as exc:  # pylint: disable=broad-except
+                if 'not paused' not in str(exc):
+                    errors.append('RESUME %s on %s failed (%s)' % (database, bouncer.address, exc))
+        return errors
+
+    def resume_stale_pause(self):
+        """RESUME what a run killed or cut off while PgBouncer was paused left paused."""
+        errors = []
+        for bouncer in self.bouncers:
+            try:
+                known = bouncer.databases()
+            except PgError as exc:
+                # check_bouncers refuses before any PAUSE when it does not answer; here it only cannot be looked at.
+                self.module.warn('PgBouncer %s could not be checked for a pause left by an interrupted run: %s'
+                                 % (bouncer.address, exc))
+                continue
+            paused = [d for d in self.p['pgbouncer_databases'] if d in known and is_paused(known[d])]
+            if not paused:
+                continue
+            self.stale.extend('%s/%s' % (bouncer.address, d) for d in paused)
+            if not self.module.check_mode:
+                errors.extend(self.reconnect_and_resume(bouncer, paused))
+        self.stale_resumed = bool(self.stale) and not self.module.check_mode and not errors
+        if errors:
+            self.fail('PgBouncer has databases paused by an interrupted run and they could not all be resumed: %s; '
+                      'run RESUME on its admin console now (psql -p 6432 -U %s pgbouncer -c "RESUME <db>")'
+                      % ('; '.join(errors), self.p['pgbouncer_username']))
+
     def check_bouncers(self):
         for bouncer in self.bouncers:
             try:
@@ -280,42 +405,51 @@ class Switchover(object):
                           % (bouncer.address, ', '.join(missing), ', '.join(sorted(known))))
 
     def pause(self):
+        if not self.bouncers:
+            return
         watch = Stopwatch()
+        # From here every exit resumes every database on every PgBouncer: a PAUSE cut short by its
+        # timeout is still pending there, and one whose answer was lost may have taken effect.
+        self.pausing = True
         for bouncer in self.bouncers:
             for database in self.p['pgbouncer_databases']:
                 try:
                     bouncer.run('PAUSE %s' % database, timeout=self.p['pgbouncer_pause_timeout'])
                 except PgError as exc:
-                    # A PAUSE cut short by the timeout is still pending: resume it too.
-                    self.paused.append((bouncer, database))
-                    self.fail('refusing to switch over: PAUSE %s on PgBouncer %s did not complete within %ss (%s); '
-                              'a long transaction holds a server connection; PgBouncer was resumed, nothing else '
-                              'changed' % (database, bouncer.address, self.p['pgbouncer_pause_timeout'], exc))
-                self.paused.append((bouncer, database))
-        if self.bouncers:
-            self.timings['pgbouncer_pause'] = watch.lap()
+                    self.fail('refusing to switch over, the leader was not changed: PAUSE %s on PgBouncer %s did not '
+                              'complete within %ss (%s); a long transaction holds a server connection'
+                              % (database, bouncer.address, self.p['pgbouncer_pause_timeout'], exc))
+        self.timings['pgbouncer_pause'] = watch.lap()
         self.pause_watch = Stopwatch()
 
     def resume(self):
-        """RECONNECT and RESUME every paused PgBouncer; safe to call twice."""
+        """RECONNECT and RESUME every database on every PgBouncer once pausing began; returns the problems."""
+        if not self.pausing:
+            return []
+        self.pausing = False
         errors = []
-        done = set()
-        for bouncer, database in self.paused:
-            try:
-                if bouncer.address not in done:
-                    bouncer.run('RECONNECT')
-                    done.add(bouncer.address)
-                bouncer.run('RESUME %s' % database)
-            except PgError as exc:
-                if 'not paused' not in str(exc):
-                    errors.append('%s: %s' % (bouncer.address, exc))
-        if self.paused:
-            self.timings['clients_paused'] = self.pause_watch.lap() if self.pause_watch else None
-        self.paused = []
+        for bouncer in self.bouncers:
+            errors.extend(self.reconnect_and_resume(bouncer, self.p['pgbouncer_databases']))
+        self.timings['clients_paused'] = self.pause_watch.lap() if self.pause_watch else None
         if errors:
-            self.module.fail_json(msg='PgBouncer could not be resumed on %s: run RESUME on its admin console now '
-                                      '(psql -p 6432 -U %s pgbouncer -c RESUME)'
-                                      % ('; '.join(errors), self.p['pgbouncer_username']), timings=self.timings)
+            return ['PgBouncer was not fully resumed: %s; run RECONNECT and RESUME on its admin console now '
+                    '(psql -p 6432 -U %s pgbouncer -c RESUME)' % ('; '.join(errors), self.p['pgbouncer_username'])]
+        self.released.append('PgBouncer was resumed')
+        return []
+
+    def restore_sync_count(self):
+        """Put synchronous_node_count back after make_sync; returns the problems."""
+        pending, original = self.restore_sync
+        if not pending:
+            return []
+        self.restore_sync = (False, None)
+        try:
+            self.client.patch_config({'synchronous_node_count': original})
+        except Exception as exc:  # pylint: disable=broad-except
+            return ['synchronous_node_count could not be put back to %s (%s); set it with `patronictl edit-config` '
+                    'or re-run site.yml' % (original, exc)]
+        self.released.append('synchronous_node_count was put back to %s' % original)
+        return []
 
     # HAProxy ---------------------------------------------------------------
     def haproxy_routes_to(self, address):
@@ -326,6 +460,10 @@ class Switchover(object):
                                     self.p['timeout'])
             except HaproxyError as exc:
                 problems.append(str(exc))
+                continue
+            except (http_client.HTTPException, csv.Error) as exc:
+                # A page cut short (HAProxy reloading) is one more poll, not the end of the switchover.
+                problems.append('%s: %s' % (url, exc))
                 continue
             problem = routes_only_to(stats, self.p['haproxy_rw_backend'], address)
             if problem:
@@ -357,16 +495,17 @@ class Switchover(object):
         return plan
 
     def make_sync(self, info, candidate):
-        """Widen synchronous_node_count until the candidate is a sync standby; returns the value to restore."""
+        """Widen synchronous_node_count until the candidate is a sync standby; release() puts it back."""
         p = self.p
         original = info['synchronous_node_count']
         streaming = len([m for m in info['members'] if m['name'] != info['leader'] and m['streaming']])
         watch = Stopwatch()
+        # Pending before the PATCH: one that timed out may still have been applied.
+        self.restore_sync = (True, original)
         try:
             self.client.patch_config({'synchronous_node_count': max(streaming, (original or 1) + 1)})
         except PatroniError as exc:
             self.fail('could not widen synchronous_node_count to make %s a sync standby: %s' % (candidate, exc))
-        self.restore_sync = (True, original)
 
         def candidate_is_sync():
             state = self.cluster()
@@ -374,22 +513,13 @@ class Switchover(object):
         ok, dummy = poll(candidate_is_sync, p['sync_standby_timeout'], 0.5)
         self.timings['make_candidate_sync'] = watch.lap()
         if not ok:
-            self.fail('%s did not become a sync standby within %ss of widening synchronous_node_count; '
-                      'synchronous_node_count was put back, nothing else changed' % (candidate, p['sync_standby_timeout']))
+            self.fail('%s did not become a sync standby within %ss of widening synchronous_node_count; the leader '
+                      'was not changed' % (candidate, p['sync_standby_timeout']))
 
-    def restore_sync_count(self):
-        pending, original = self.restore_sync
-        if not pending:
-            return
-        self.restore_sync = (False, None)
-        try:
-            self.client.patch_config({'synchronous_node_count': original})
-        except PatroniError as exc:
-            self.module.fail_json(msg='synchronous_node_count could not be put back to %s: %s; set it with '
-                                      '`patronictl edit-config` or re-run site.yml' % (original, exc), timings=self.timings)
-
-    def run(self):
+    def flow(self):
         p = self.p
+        # First, so clients held by an interrupted run wait no longer, whatever this run then does.
+        self.resume_stale_pause()
         info = self.cluster()
         previous = info['leader']
         try:
@@ -403,22 +533,22 @@ class Switchover(object):
                       '`patronictl flush <cluster> switchover` first' % info['scheduled_switchover'])
         plan = self.plan(info)
         if plan['action'] == 'none':
-            self.module.exit_json(changed=False, previous_leader=previous, leader=previous,
-                                  candidate=previous, scheduled=False, plan=plan, cluster=info)
+            self.finish(changed=False, previous_leader=previous, leader=previous,
+                        candidate=previous, scheduled=False, plan=plan, cluster=info)
         if plan['action'] == 'make_sync' and self.module.check_mode:
-            self.module.exit_json(changed=True, previous_leader=previous, leader=previous, candidate=p['candidate'],
-                                  scheduled=False, plan=plan, cluster=info,
-                                  msg='would make %s a sync standby (synchronous_node_count), then switch over to it'
-                                  % p['candidate'])
+            self.finish(changed=True, previous_leader=previous, leader=previous, candidate=p['candidate'],
+                        scheduled=False, plan=plan, cluster=info,
+                        msg='would make %s a sync standby (synchronous_node_count), then switch over to it'
+                        % p['candidate'])
         if plan['action'] == 'wait_sync':
-            self.module.exit_json(changed=True, previous_leader=previous, leader=previous, candidate=p['candidate'],
-                                  scheduled=False, plan=plan, cluster=info,
-                                  msg='would wait up to %ss for a sync standby, then switch over' % p['sync_standby_timeout'])
+            self.finish(changed=True, previous_leader=previous, leader=previous, candidate=p['candidate'],
+                        scheduled=False, plan=plan, cluster=info,
+                        msg='would wait up to %ss for a sync standby, then switch over' % p['sync_standby_timeout'])
         candidate = plan['candidate']
         if self.module.check_mode:
-            self.module.exit_json(changed=True, previous_leader=previous, leader=previous, candidate=candidate,
-                                  scheduled=False, plan=plan, cluster=info,
-                                  msg='would switch over from %s to %s' % (previous, candidate))
+            self.finish(changed=True, previous_leader=previous, leader=previous, candidate=candidate,
+                        scheduled=False, plan=plan, cluster=info,
+                        msg='would switch over from %s to %s' % (previous, candidate))
         self.check_bouncers()
         if plan['action'] == 'make_sync':
             self.make_sync(info, candidate)
@@ -448,8 +578,10 @@ class Switchover(object):
             if not problems:
                 self.fail('HAProxy did not route writes to the new leader %s within %ss: %s'
                           % (candidate, p['switchover_timeout'], '; '.join(self.haproxy_routes_to(address))))
-        self.resume()
-        self.restore_sync_count()
+        result = dict(changed=True, previous_leader=previous, leader=candidate, candidate=candidate,
+                      scheduled=False, plan=plan, timings=self.timings)
+        if self.release():
+            self.fail('switched over from %s to %s, but not everything was put back' % (previous, candidate), **result)
 
         def old_leader_streams():
             state = self.cluster()
@@ -460,14 +592,11 @@ class Switchover(object):
         final, dummy = poll(old_leader_streams, p['switchover_timeout'], 0.5)
         self.timings['old_leader_streaming'] = request.lap()
         self.timings['total'] = self.watch.lap()
-        result = dict(changed=True, previous_leader=previous, leader=candidate, candidate=candidate,
-                      scheduled=False, plan=plan, timings=self.timings)
         if not final:
-            self.module.fail_json(msg='switched over to %s, but the old leader %s does not stream from it after %ss: '
-                                      'check its Patroni log (pg_rewind, replication slot) and `patronictl list`'
-                                      % (candidate, previous, p['switchover_timeout']),
-                                  cluster=self.cluster(), **result)
-        self.module.exit_json(cluster=final, **result)
+            self.fail('switched over to %s, but the old leader %s does not stream from it after %ss: '
+                      'check its Patroni log (pg_rewind, replication slot) and `patronictl list`'
+                      % (candidate, previous, p['switchover_timeout']), cluster=self.cluster(), **result)
+        self.finish(cluster=final, **result)
 
     def schedule(self, info):
         p = self.p
@@ -480,8 +609,8 @@ class Switchover(object):
             same_time = parse_schedule(existing.get('at', '')) == when
             same_target = not p['candidate'] or existing.get('to') == p['candidate']
             if same_time and same_target:
-                self.module.exit_json(changed=False, previous_leader=info['leader'], leader=info['leader'],
-                                      candidate=existing.get('to'), scheduled=True, cluster=info)
+                self.finish(changed=False, previous_leader=info['leader'], leader=info['leader'],
+                            candidate=existing.get('to'), scheduled=True, cluster=info)
             self.fail('another switchover is already scheduled (%s); cancel it with `patronictl flush <cluster> '
                       'switchover` first' % existing)
         if when <= datetime.datetime.now(when.tzinfo):
@@ -494,8 +623,8 @@ class Switchover(object):
             self.fail('refusing to schedule the switchover: %s' % ' | '.join(
                 plan.get('reasons') or ['synchronous mode is on and there is no sync standby']), plan=plan)
         if plan['action'] == 'none':
-            self.module.exit_json(changed=False, previous_leader=info['leader'], leader=info['leader'],
-                                  candidate=p['candidate'], scheduled=False, plan=plan, cluster=info)
+            self.finish(changed=False, previous_leader=info['leader'], leader=info['leader'],
+                        candidate=p['candidate'], scheduled=False, plan=plan, cluster=info)
         candidate = plan.get('candidate') or p['candidate']
         if not self.module.check_mode:
             try:
@@ -504,15 +633,15 @@ class Switchover(object):
                 self.fail('scheduling the switchover failed: %s' % exc)
             if status not in (200, 202):
                 self.fail('Patroni refused to schedule the switchover (HTTP %s: %s)' % (status, body))
-        self.module.exit_json(changed=True, previous_leader=info['leader'], leader=info['leader'],
-                              candidate=candidate, scheduled=True, plan=plan, cluster=info)
+        self.finish(changed=True, previous_leader=info['leader'], leader=info['leader'],
+                    candidate=candidate, scheduled=True, plan=plan, cluster=info)
 
 
-def main():
-    argument_spec = dict(PATRONI_CLIENT_ARGS)
-    argument_spec.update(PGBOUNCER_ADMIN_ARGS)
-    argument_spec.update(HAPROXY_STATS_ARGS)
-    argument_spec.update(
+def argument_spec():
+    spec = dict(PATRONI_CLIENT_ARGS)
+    spec.update(PGBOUNCER_ADMIN_ARGS)
+    spec.update(HAPROXY_STATS_ARGS)
+    spec.update(
         candidate=dict(type='str'),
         max_lag=dict(type='int', default=1048576),
         allow_paused=dict(type='bool', default=False),
@@ -525,8 +654,12 @@ def main():
         pgbouncer_pause_timeout=dict(type='int', default=15),
         haproxy_rw_backend=dict(type='str', default='postgres_rw'),
     )
+    return spec
+
+
+def main():
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=argument_spec(),
         supports_check_mode=True,
     )
     if module.params['pgbouncer_pause'] and not (module.params['pgbouncer_hosts'] and module.params['pgbouncer_password']):

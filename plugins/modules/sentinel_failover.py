@@ -46,6 +46,8 @@ options:
     description:
       - Fail over only when this C(host:port) is the current master; otherwise return unchanged.
         Makes the task idempotent.
+      - Give the port, in the form the Sentinels name the master (C(10.0.0.11:6379)); a value
+        without one is refused before anything is done, as it would never match.
     type: str
   failover_timeout:
     description: Seconds to wait for the Sentinels, the nodes and HAProxy to follow the new master.
@@ -119,12 +121,27 @@ redis:
   sample: {master: 10.0.0.12:6379, agreement: true, problems: []}
 '''
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
     HAPROXY_STATS_ARGS, HaproxyError, fetch_stats, routes_only_to)
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
     SENTINEL_CLIENT_ARGS, RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, split_address)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
+
+
+def master_address(value):
+    """'host:port' or '[v6]:port' -> 'host:port' as Sentinel names a master; None without a port."""
+    value = value.strip()
+    if value.startswith('['):
+        host, dummy, rest = value[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else ''
+    else:
+        host, dummy, port = value.rpartition(':')
+    if not host or not re.match(r'^[0-9]{1,5}$', port) or not 0 < int(port) < 65536:
+        return None
+    return '%s:%s' % (host, int(port))
 
 
 def main():
@@ -139,15 +156,23 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     watch = Stopwatch()
+    from_master = None
+    if p['from_master']:
+        # A bare host never equals the master Sentinel names, so it would always look like nothing to do.
+        from_master = master_address(p['from_master'])
+        if not from_master:
+            module.fail_json(msg='refusing to fail over, nothing was changed: from_master %r is not host:port; give '
+                                 'it with its port, the way the Sentinels name the master (e.g. 10.0.0.11:6379)'
+                                 % p['from_master'])
 
     def read():
         return read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
 
     state = read()
     previous = state['master']
-    if p['from_master'] and previous and previous != p['from_master'] and not state['problems']:
+    if from_master and previous and previous != from_master and not state['problems']:
         module.exit_json(changed=False, previous_master=previous, master=previous, redis=state,
-                         msg='%s is not the master (%s is): nothing to do' % (p['from_master'], previous))
+                         msg='%s is not the master (%s is): nothing to do' % (from_master, previous))
     problems = list(state['problems'])
     if not healthy_replicas(state):
         problems.append('no replica has a healthy link to the master (Sentinel would answer NOGOODSLAVE)')

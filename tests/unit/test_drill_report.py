@@ -28,9 +28,10 @@ def writes(outages, until=60.0, step=0.1):
 
 def probe(pg_outages=(), redis_outages=(), lost_pg=(), lost_redis=(), leader_change=None, two_primaries=False):
     leaders = [[T0 + t / 4, "pg1" if leader_change is None or t / 4 < leader_change else "pg2"] for t in range(240)]
-    primaries = [[T0 + t / 4, ["pg1", "pg2"] if two_primaries and t == 100 else ["pg1"], []] for t in range(240)]
+    primaries = [[T0 + t / 4, ["pg1", "pg2"] if two_primaries and t == 100 else ["pg1" if leader_change is None
+                  or t / 4 < leader_change else "pg2"], []] for t in range(240)]
     return {
-        "started": T0, "stopped": T0 + 60, "notes": [],
+        "started": T0, "stopped": T0 + 60, "notes": [], "errors": [], "pg_nodes": ["pg1", "pg2", "pg3"],
         "pg_writes": writes(pg_outages), "redis_writes": writes(redis_outages),
         "leaders": leaders, "redis_masters": [[T0 + t / 4, "10.0.0.11:6379"] for t in range(240)],
         "primaries": primaries,
@@ -91,3 +92,7 @@ def test_report_files(tmp_path):
     assert "| leader_node_loss |" in (tmp_path / "out" / "report.md").read_text()
     svg = (tmp_path / "out" / "timeline.svg").read_text()
     assert svg.startswith("<svg") and 'fill="#d62828"' in svg
+
+
+def test_no_writes_after_the_fault_is_no_window():
+    assert report.unavailability(writes([], until=5.0), T0 + 10)["window_s"] is None

@@ -16,11 +16,13 @@ import time
 
 import pytest
 import testinfra
+import yaml
 
 PROJECT_DIR = pathlib.Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", pathlib.Path(__file__).parents[3]))
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 PG_HOSTS = ["pg1", "pg2", "pg3"]
 LB_HOSTS = ["lb1", "lb2"]
+SYNC_HOSTS = ["sync1", "sync2", "sync3"]
 ADDRESSES = {"pg1": "198.18.1.11", "pg2": "198.18.1.12", "pg3": "198.18.1.13", "lb1": "198.18.1.31", "lb2": "198.18.1.32"}
 VIP = "198.18.1.100"
 
@@ -48,6 +50,12 @@ def lbs(inventory):
     return {name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in LB_HOSTS}
 
 
+def role_default(role: str, name: str):
+    """A role's default from roles/<role>/defaults/main.yml (the one place it is set; plain values only)."""
+    defaults = yaml.safe_load((PROJECT_DIR / "roles" / role / "defaults" / "main.yml").read_text())
+    return defaults[name]
+
+
 def secret(name: str) -> str:
     """A generated password from this scenario's secrets directory."""
     path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "secrets", name)
@@ -59,16 +67,27 @@ def vip_holders(lbs) -> list:
     return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
 
 
-def playbook(project_dir, inventory, path: str, *args: str, timeout: int = 900, check: bool = True) -> str:
-    """Run a playbook on this scenario's inventory; return its output (asserts success unless check=False)."""
+def playbook(project_dir, inventory, path: str, *args: str, timeout: int = 900, check: bool = True,
+             log: pathlib.Path | None = None) -> str:
+    """Run a playbook on this scenario's inventory; return its output (asserts success unless check=False).
+
+    The output goes to `log` as it is produced (kept even when the run times out or fails)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    result = subprocess.run([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / path), *args],
-                            env=env, cwd=project_dir, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = log or pathlib.Path(tmp) / "playbook.log"
+        with open(out_path, "w", encoding="utf-8") as out:
+            try:
+                rc = subprocess.run([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / path),
+                                     *args], env=env, cwd=project_dir, stdout=out, stderr=subprocess.STDOUT,
+                                    timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = None
+        output = out_path.read_text(encoding="utf-8", errors="replace")
     if check:
-        assert result.returncode == 0, output[-4000:]
+        where = f" (full log: {log})" if log else ""
+        assert rc == 0, f"{path} {'timed out after %d s' % timeout if rc is None else 'failed'}{where}:\n" + output[-4000:]
     return output
 
 
@@ -154,5 +173,6 @@ def redis_master(nodes) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    """Drills kill nodes: they run after every other test (stable order otherwise)."""
-    items.sort(key=lambda item: "drill" in item.nodeid)
+    """Drills kill nodes: they run after every other test, then what checks the stack after them
+    (`after_drills` in the file name); stable order otherwise."""
+    items.sort(key=lambda item: 2 if "after_drills" in item.nodeid else 1 if "drill" in item.nodeid else 0)

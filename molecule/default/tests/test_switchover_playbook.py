@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import VIP, changed_per_host, leader_name, patroni_cluster, playbook, run_module, secret
+from conftest import VIP, changed_per_host, leader_name, patroni_cluster, playbook, run_module, secret, wait_for
 
 testinfra_hosts = ["pg1"]
 
@@ -33,6 +33,9 @@ def verify_args(**extra):
 def switchover(project_dir, inventory, *extra):
     out = playbook(project_dir, inventory, "playbooks/switchover.yml", *extra)
     return out, changed_per_host(out)["localhost"]
+
+
+WRITE_WAIT_MAX_S = 20  # the longest a client may wait on a paused PgBouncer (pause + switch + resume)
 
 
 class Writer(threading.Thread):
@@ -133,7 +136,7 @@ def test_switchover_playbook_moves_the_leader_and_back_without_failed_writes(pro
     writer = Writer()
     writer.start()
     try:
-        time.sleep(2)
+        wait_for(lambda: writer.ok >= 10, timeout=30, what="the writer to commit through the VIP")
         out, changed = switchover(project_dir, inventory, "-e", f"candidate={target}")
         assert changed >= 1 and leader_name(nodes["pg1"]) == target
         found = re.search(r"Timings \(s\): (\{.*?\})", out, re.S)
@@ -142,14 +145,17 @@ def test_switchover_playbook_moves_the_leader_and_back_without_failed_writes(pro
         assert changed_again == 0, again[-2000:]
         back, changed_back = switchover(project_dir, inventory, "-e", f"candidate={original}")
         assert changed_back >= 1 and leader_name(nodes["pg1"]) == original
-        time.sleep(2)
+        after_back = writer.ok
+        wait_for(lambda: writer.ok >= after_back + 10, timeout=30, what="writes after the switch back")
     finally:
         writer.stop.set()
         writer.join(30)
+    assert not writer.is_alive(), "the writer hung (a write never returned)"
     print(f"switchover timings {timings}; writes ok={writer.ok} failed={len(writer.failures)} "
           f"longest wait {writer.longest:.2f}s")
     assert writer.failures == [], writer.failures[:5]
-    assert writer.ok > 50
+    # PgBouncer holds writes during the pause: a client waits, bounded by pgbouncer_pause_timeout + the switch.
+    assert writer.longest < WRITE_WAIT_MAX_S, f"a write waited {writer.longest:.1f} s"
     # synchronous_node_count is back to what site.yml set: one sync standby.
     assert len([m for m in patroni_cluster(nodes["pg1"])["members"] if m["role"] == "sync_standby"]) == 1
 
@@ -161,7 +167,6 @@ def test_sentinel_failover_moves_the_master_and_is_idempotent(project_dir, inven
     result = run_module(project_dir, inventory, "rtmx.ha.sentinel_failover", args)
     assert result["changed"] and not result.get("failed"), result.get("msg")
     assert result["master"] != before and result["redis"]["agreement"]
-    assert result["timings"]["haproxy_routed"] < 60
     again = run_module(project_dir, inventory, "rtmx.ha.sentinel_failover", args)
     assert not again["changed"] and not again.get("failed")
     verify = run_module(project_dir, inventory, "rtmx.ha.ha_verify", verify_args(wait_timeout=60))

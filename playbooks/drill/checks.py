@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""What a drill must show, checked on report.py's figures.
+
+A check fails when the stack misbehaved, and also when the probe could not
+have seen it misbehave (it wrote nothing, its watcher reached no node, a
+read-back failed): a broken probe never passes as a quiet stack.
+
+Usage: checks.py REPORT.json  -> prints one line per problem, exit 1 if any.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+FAILOVER_MAX_S = 60  # REQ-DEPLOY-005: failover under 60 seconds
+REDIS_MIN_REPLICAS_MAX_LAG_S = 10  # roles/redis default: the loss window min-replicas promises
+MIN_ACKED_WRITES = 50  # the probe writes about 15 per second: fewer means it was not really writing
+MIN_ACKED_WRITES_AFTER_FAULT = 10
+MIN_PRIMARY_SAMPLES = 20  # the watcher asks 4 times a second
+MAX_BLIND_SHARE = 0.05  # samples in which the watcher reached no PostgreSQL node
+SYNC_BACK_MAX_S = 5.0  # clients of a lost sync server are back on another one
+
+# Per drill: who the fault must hit, what must change or stay, and bounds on the write
+# unavailability (s) seen through the VIP. The bounds are the goals with a margin for a
+# loaded 2-core CI machine, far below the requirement's 60 s where the goal allows.
+EXPECTATIONS = {
+    "planned_switchover": {"target": "leader", "new_leader": True, "pg_failed_writes": 0,
+                           "pg_max_s": 20, "redis_max_s": 10, "sync_disconnects": 0},
+    "leader_node_loss": {"target": "leader", "new_leader": True, "pg_max_s": 45, "redis_max_s": 40},
+    "postgres_crash": {"target": "leader", "pg_max_s": 20, "redis_max_s": 10, "sync_disconnects": 0},
+    "leader_partition": {"target": "leader", "new_leader": True, "pg_max_s": 45, "redis_max_s": 40},
+    "etcd_member_loss": {"same_leader": True, "pg_max_s": 10, "redis_max_s": 10, "sync_disconnects": 0},
+    "redis_master_loss": {"target": "master", "new_master": True, "pg_max_s": 10, "redis_max_s": 20,
+                          "sync_disconnects": 0},
+    "sentinel_minority_loss": {"same_master": True, "pg_max_s": 10, "redis_max_s": 10, "sync_disconnects": 0},
+    "sync_server_loss": {"sync_only_target": True, "pg_max_s": 10, "redis_max_s": 10},
+    "lb_vip_loss": {"pg_max_s": 15, "redis_max_s": 15, "sync_disconnects": 0},
+}
+
+
+def probe_worked(d: dict) -> list[str]:
+    """The probe saw what it claims: it wrote, read back, watched and synced."""
+    out = [f"probe error: {e}" for e in d.get("probe_errors") or []]
+    for db in ("pg", "redis"):
+        acked, after = d.get(f"{db}_acked_writes") or 0, d.get(f"{db}_acked_writes_after_fault") or 0
+        if acked < MIN_ACKED_WRITES or after < MIN_ACKED_WRITES_AFTER_FAULT:
+            out.append(f"{db} probe acknowledged {acked} writes ({after} after the fault): it was not writing")
+        if d.get(f"{db}_acked_writes_lost") is None:
+            out.append(f"{db} read-back failed: acknowledged writes lost unknown")
+    samples, blind = d.get("primary_samples") or 0, d.get("primary_samples_blind") or 0
+    if samples < MIN_PRIMARY_SAMPLES or blind > MAX_BLIND_SHARE * samples:
+        out.append(f"primary watcher reached no PostgreSQL node in {blind} of {samples} samples")
+    if (d.get("max_writable_primaries") or 0) < 1:
+        out.append("primary watcher never saw a writable primary")
+    if d.get("writable_primaries_at_end") != 1:
+        out.append(f"{d.get('writable_primaries_at_end')} writable primaries at the end (1 expected)")
+    if not d.get("sync_updates"):
+        out.append("sync probe sent no update")
+    if d.get("sync_updates_lost") is None:
+        out.append("sync read-back failed: updates lost unknown")
+    if d.get("sync_servers_unreachable_after"):
+        out.append(f"sync servers unreachable after the drill: {', '.join(d['sync_servers_unreachable_after'])}")
+    return out
+
+
+def stack_behaved(d: dict, expect: dict) -> list[str]:
+    """The requirement's bounds and this drill's expectations."""
+    out = []
+    if not d.get("verified"):
+        out.append(f"the stack was not whole again: {d.get('verify_failed_checks')}")
+    if d.get("pg_acked_writes_lost"):
+        out.append(f"{d['pg_acked_writes_lost']} acknowledged commits lost")
+    if (d.get("max_writable_primaries") or 0) > 1:
+        out.append(f"{d['max_writable_primaries']} writable primaries at once")
+    if d.get("redis_acked_writes_lost"):
+        window = d.get("redis_lost_window_s")
+        if window is None or window > REDIS_MIN_REPLICAS_MAX_LAG_S:
+            out.append(f"Redis lost {d['redis_acked_writes_lost']} writes acknowledged {window} s before the fault")
+    for db in ("pg", "redis"):
+        value, bound = d.get(f"{db}_write_unavailability_s"), min(expect.get(f"{db}_max_s", FAILOVER_MAX_S),
+                                                                   FAILOVER_MAX_S)
+        if value is None or value > bound:
+            out.append(f"{db} write unavailability {value} s (at most {bound} s)")
+    if "pg_failed_writes" in expect and d.get("pg_failed_writes") != expect["pg_failed_writes"]:
+        out.append(f"{d.get('pg_failed_writes')} failed PostgreSQL writes ({expect['pg_failed_writes']} expected)")
+    if expect.get("target") == "leader" and d.get("target") != d.get("leader_before"):
+        out.append(f"target {d.get('target')} was not the leader ({d.get('leader_before')})")
+    master_address = (d.get("master_before") or "").split(":")[0]
+    if expect.get("target") == "master" and (d.get("target_address") or "?") != master_address:
+        out.append(f"target {d.get('target')} was not the Redis master ({d.get('master_before')})")
+    for what, key, before in (("leader", "time_to_new_leader_s", "leader_before"),
+                              ("master", "time_to_new_master_s", "master_before")):
+        value = d.get(key)
+        if expect.get(f"new_{what}") and (value is None or value > FAILOVER_MAX_S):
+            out.append(f"no new {what} within {FAILOVER_MAX_S} s ({key} = {value})")
+        if expect.get(f"same_{what}") and value is not None:
+            out.append(f"the {what} changed ({d.get(before)} -> another after {value} s) although it was not hit")
+    disconnected = sorted(url for url, n in (d.get("sync_disconnects") or {}).items() if n)
+    if "sync_disconnects" in expect and disconnected:
+        out.append(f"sync clients disconnected from {', '.join(disconnected)} although no sync server was hit")
+    if expect.get("sync_only_target"):
+        address = d.get("target_address") or "?"
+        if [url.split("//")[-1].rsplit(":", 1)[0] for url in disconnected] != [address]:
+            out.append(f"sync clients disconnected from {disconnected or 'no server'}; only those of the killed "
+                       f"{d.get('target')} ({address}) should be")
+        if (d.get("sync_back_in_sync_s") or 0) > SYNC_BACK_MAX_S:
+            out.append(f"sync clients back after {d['sync_back_in_sync_s']} s (at most {SYNC_BACK_MAX_S} s)")
+    if d.get("sync_updates_lost"):
+        out.append(f"{d['sync_updates_lost']} sync updates lost")
+    return out
+
+
+def problems(report: dict) -> list[str]:
+    """Every problem of every drill, as 'drill: problem'; empty when the run passed."""
+    out = []
+    if not report.get("drills"):
+        out.append("the report holds no drill")
+    for d in report.get("drills", []):
+        expect = EXPECTATIONS.get(d.get("drill"))
+        if expect is None:
+            out.append(f"{d.get('drill')}: no expectations for this drill")
+            continue
+        out += [f"{d['drill']}: {p}" for p in probe_worked(d) + stack_behaved(d, expect)]
+    return out
+
+
+def main() -> int:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        found = problems(json.load(handle))
+    print("\n".join(found) if found else "every drill check passed")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""playbooks/drill/checks.py: a broken probe or a misbehaving stack fails the drill, a good run passes."""
+
+import copy
+import importlib.util
+import pathlib
+import re
+
+from test_drill_report import T0, drill, probe, report
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("drill_checks", ROOT / "playbooks" / "drill" / "checks.py")
+checks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checks)
+
+
+def figures(name="leader_node_loss", **changes):
+    """A leader loss as the probe would see it: outage, new leader, then the stack whole."""
+    observed = probe(pg_outages=[(12.0, 30.0)], redis_outages=[(12.0, 20.0)], leader_change=28)
+    for key, value in changes.items():
+        observed[key] = value
+    record = dict(drill(name), target_address="198.18.1.11")
+    return report.drill_figures(record, observed)
+
+
+def problems(*drills):
+    return checks.problems({"drills": list(drills)})
+
+
+def test_a_good_leader_loss_passes():
+    assert problems(figures()) == []
+
+
+def test_a_probe_that_writes_nothing_fails():
+    assert any("pg probe acknowledged 0 writes" in p for p in problems(figures(pg_writes=[])))
+    assert any("redis probe acknowledged 0 writes" in p for p in problems(figures(redis_writes=[])))
+
+
+def test_a_probe_task_that_crashed_fails():
+    assert any("probe error: probe task failed" in p for p in problems(figures(errors=["probe task failed: boom"])))
+
+
+def test_a_watcher_that_cannot_connect_fails():
+    blind = [[T0 + t / 4, [], ["pg1", "pg2", "pg3"]] for t in range(240)]
+    found = problems(figures(primaries=blind))
+    assert any("reached no PostgreSQL node in 240 of 240" in p for p in found)
+    assert any("never saw a writable primary" in p for p in found)
+
+
+def test_a_failed_read_back_fails():
+    observed = probe(pg_outages=[(12.0, 30.0)], leader_change=28)
+    observed["final"]["redis"] = {"acked": 500, "read_ok": False, "error": "down", "lost_count": None}
+    assert any("redis read-back failed" in p for p in problems(report.drill_figures(drill(), observed)))
+    observed["final"]["sync"] = {"updates": 40, "updates_lost": None, "missing_per_server": {"ws://s1:8765": "x"}}
+    found = problems(report.drill_figures(drill(), observed))
+    assert any("sync read-back failed" in p for p in found) and any("unreachable after" in p for p in found)
+
+
+def test_a_leader_drill_without_a_new_leader_fails():
+    no_change = report.drill_figures(drill("leader_partition"), probe(pg_outages=[(12.0, 30.0)]))
+    assert any("no new leader" in p for p in problems(no_change))
+
+
+def test_a_fault_on_the_wrong_node_fails():
+    wrong = copy.deepcopy(figures())
+    wrong["target"] = "pg2"
+    assert any("was not the leader" in p for p in problems(wrong))
+
+
+def test_sync_server_loss_must_disconnect_exactly_the_killed_servers_clients():
+    base = probe()
+    record = dict(drill("sync_server_loss"), target="sync2", target_address="s2")
+    assert problems(report.drill_figures(record, base)) == []
+    nobody = copy.deepcopy(base)
+    nobody["sync_clients"][1]["disconnects"], nobody["sync_clients"][1]["reconnects"] = [], []
+    assert any("only those of the killed sync2" in p for p in problems(report.drill_figures(record, nobody)))
+    everybody = copy.deepcopy(base)
+    everybody["sync_clients"][0]["disconnects"] = [T0 + 20]
+    assert any("only those of the killed" in p for p in problems(report.drill_figures(record, everybody)))
+
+
+def test_lost_commits_split_brain_and_slow_failover_fail():
+    found = problems(report.drill_figures(drill(), probe(pg_outages=[(12.0, 75.0)], lost_pg=[3], two_primaries=True,
+                                                         leader_change=28)))
+    assert any("acknowledged commits lost" in p for p in found)
+    assert any("2 writable primaries at once" in p for p in found)
+    assert any("pg write unavailability None" in p for p in found)  # never recovered before the probe stopped
+
+
+def test_every_catalogued_drill_has_expectations_in_catalogue_order():
+    playbook = (ROOT / "playbooks" / "failover-drill.yml").read_text()
+    catalog = re.search(r"drill_catalog:\n((?:\s+- \w+\n)+)", playbook).group(1).split()
+    assert [name for name in catalog if name != "-"] == list(checks.EXPECTATIONS)
