@@ -25,9 +25,10 @@ timed = scripts/timed.sh $(TIMINGS)
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt sync_server/pyproject.toml
+$(VENV)/.installed: requirements-pip.txt requirements.txt requirements-dev.txt sync_server/pyproject.toml
+	PYTHON=$(PYTHON) scripts/ensure-packages.sh @venv
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-pip.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q -e 'sync_server[test]'
 	touch $@
@@ -47,12 +48,20 @@ docker: ## Install and start a Docker engine when none runs
 image: docker ## Build the lab node image (only when its inputs changed)
 	scripts/node-image.sh build
 
-.PHONY: lab
-lab: venv image ## Create the container lab and converge site.yml on it
+# lab, drill, lab-down, molecule and test use the machine's one Docker engine:
+# each runs its "-locked" twin, prerequisites included, in a sub-make under
+# the machine-wide lab lock, so a second run refuses at once instead of
+# destroying the first. Nested makes inside a locked run pass.
+.PHONY: lab lab-locked
+lab: ## Create the container lab and converge site.yml on it
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+lab-locked: venv image
 	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab.yml
 
-.PHONY: drill
-drill: venv ## Run every failover drill against the lab (make lab first); DRILL_ARGS='-e chaos_faults=10'
+.PHONY: drill drill-locked
+drill: ## Run every failover drill against the lab (make lab first); DRILL_ARGS='-e chaos_faults=10'
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+drill-locked: venv
 	@test -f .lab/connection.env || $(MAKE) --no-print-directory lab
 	ansible-playbook -i inventories/lab playbooks/failover-drill.yml $(DRILL_ARGS)
 
@@ -60,8 +69,10 @@ drill: venv ## Run every failover drill against the lab (make lab first); DRILL_
 verify: venv ## Verify the lab's whole stack (rtmx.ha.ha_verify)
 	ansible-playbook -i inventories/lab playbooks/verify.yml
 
-.PHONY: lab-down
-lab-down: venv ## Remove the lab: containers, volumes, network, .lab/
+.PHONY: lab-down lab-down-locked
+lab-down: ## Remove the lab: containers, volumes, network, .lab/
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+lab-down-locked: venv
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine running: nothing to remove"; exit 0; }
 	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab-down.yml
 
@@ -74,7 +85,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff on the sync serv
 
 .PHONY: packages
 packages: ## Install the Debian packages the tests need (redis-server, postgresql-15)
-	scripts/ensure-packages.sh
+	scripts/ensure-packages.sh @tests
 
 .PHONY: unit
 unit: venv packages ## pytest: unit tests, and the sync server against real Redis and PostgreSQL
@@ -83,8 +94,10 @@ unit: venv packages ## pytest: unit tests, and the sync server against real Redi
 
 SANITY_VENV := .venv-sanity
 
-$(SANITY_VENV)/.installed: requirements-sanity.txt
+$(SANITY_VENV)/.installed: requirements-pip.txt requirements-sanity.txt
+	PYTHON=$(PYTHON) scripts/ensure-packages.sh @venv
 	$(PYTHON) -m venv $(SANITY_VENV)
+	$(SANITY_VENV)/bin/pip install -q -r requirements-pip.txt
 	$(SANITY_VENV)/bin/pip install -q -r requirements-sanity.txt
 	touch $@
 
@@ -97,13 +110,17 @@ build: venv ## Build the collection tarball into build/
 	mkdir -p build
 	ansible-galaxy collection build --force --output-path build .
 
-.PHONY: molecule
-molecule: venv image ## molecule test: create, converge, idempotence, verify, destroy
+.PHONY: molecule molecule-locked
+molecule: ## molecule test: create, converge, verify (idempotence after the drills), destroy
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+molecule-locked: venv image
 	@rm -f .cache/molecule-verify.xml
 	molecule test --all || { scripts/junit-failures.py .cache/molecule-verify.xml; exit 1; }
 
-.PHONY: test
-test: venv image ## Every test: lint, unit, build, molecule (prints durations)
+.PHONY: test test-locked
+test: ## Every test: lint, unit, build, molecule (prints durations)
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+test-locked: venv image
 	@rm -f $(TIMINGS)
 	$(timed) lint $(MAKE) --no-print-directory lint
 	$(timed) unit $(MAKE) --no-print-directory unit

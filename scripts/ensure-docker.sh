@@ -16,9 +16,7 @@ fi
 
 if ! command -v dockerd >/dev/null 2>&1; then
   log "installing Debian's docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq docker.io >/dev/null
+  "$(dirname "$0")/ensure-packages.sh" docker.io
 fi
 
 if ! docker info >/dev/null 2>&1; then

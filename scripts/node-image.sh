@@ -28,10 +28,7 @@ build_dockerfile() {
 }
 
 build_debootstrap() {
-  command -v debootstrap >/dev/null 2>&1 || {
-    log "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-  }
+  "$here/scripts/ensure-packages.sh" debootstrap
   local root
   root=$(mktemp -d /var/tmp/rtmx-node-rootfs.XXXXXX)
   # shellcheck disable=SC2064

@@ -96,27 +96,38 @@ def run_site(project_dir, inventory, *args: str, timeout: int = 900) -> str:
     return playbook(project_dir, inventory, "playbooks/site.yml", *args, timeout=timeout)
 
 
-def run_module(project_dir, inventory, module: str, args: dict, check_mode: bool = False) -> dict:
-    """Run one rtmx.ha module on the controller with the stack's endpoints; return its result.
+def run_modules(project_dir, inventory, calls: list) -> list:
+    """Run several rtmx.ha modules in one playbook on the controller; return their results in order.
 
-    `args` values may use the `rtmx_ha` endpoints (tasks/ha_endpoints.yml), e.g. "{{ rtmx_ha.patroni_urls }}".
+    `calls` holds (module, args, check_mode) tuples. `args` values may use the `rtmx_ha` endpoints
+    (tasks/ha_endpoints.yml), e.g. "{{ rtmx_ha.patroni_urls }}". One playbook for many calls saves
+    Ansible's start-up for each.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        task = {"name": "module under test", module: args, "register": "result", "ignore_errors": True,
-                "check_mode": check_mode}
-        play = [{"name": "Run " + module, "hosts": "localhost", "gather_facts": False, "tasks": [
-            {"name": "endpoints", "ansible.builtin.import_tasks": str(project_dir / "playbooks/tasks/ha_endpoints.yml")},
-            task,
-            {"name": "save", "ansible.builtin.copy": {"content": "{{ result | to_json }}", "dest": out, "mode": "0600"},
-             "no_log": True},
-        ]}]
+        tasks = [{"name": "endpoints", "ansible.builtin.import_tasks": str(project_dir / "playbooks/tasks/ha_endpoints.yml")}]
+        outs = []
+        for i, (module, args, check_mode) in enumerate(calls):
+            outs.append(os.path.join(tmp, f"result{i}.json"))
+            tasks += [
+                {"name": f"module under test {i}", module: args, "register": f"result{i}", "ignore_errors": True,
+                 "check_mode": check_mode},
+                {"name": f"save {i}", "ansible.builtin.copy": {"content": "{{ result%d | to_json }}" % i, "dest": outs[-1],
+                                                               "mode": "0600"}, "no_log": True},
+            ]
         path = os.path.join(tmp, "play.yml")
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(play, handle)
+            json.dump([{"name": "Run modules", "hosts": "localhost", "gather_facts": False, "tasks": tasks}], handle)
         playbook(project_dir, inventory, path)
-        with open(out, encoding="utf-8") as handle:
-            return json.load(handle)
+        results = []
+        for out in outs:
+            with open(out, encoding="utf-8") as handle:
+                results.append(json.load(handle))
+        return results
+
+
+def run_module(project_dir, inventory, module: str, args: dict, check_mode: bool = False) -> dict:
+    """Run one rtmx.ha module on the controller with the stack's endpoints; return its result."""
+    return run_modules(project_dir, inventory, [(module, args, check_mode)])[0]
 
 
 def changed_per_host(output: str) -> dict:

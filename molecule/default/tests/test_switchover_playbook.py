@@ -10,9 +10,18 @@ import threading
 import time
 
 import psycopg
-import pytest
 
-from conftest import VIP, changed_per_host, leader_name, patroni_cluster, playbook, run_module, secret, wait_for
+from conftest import (
+    VIP,
+    changed_per_host,
+    leader_name,
+    patroni_cluster,
+    playbook,
+    run_module,
+    run_modules,
+    secret,
+    wait_for,
+)
 
 testinfra_hosts = ["pg1"]
 
@@ -104,21 +113,24 @@ def test_ha_verify_lists_every_failed_check(project_dir, inventory):
     assert "2 lbs hold the VIP: lb1, lb2" in result["msg"] and "postgres_write" in result["msg"]
 
 
-@pytest.mark.parametrize("args, message", [
+UNSAFE = [
     ({"candidate": "pg9"}, "candidate 'pg9' is not a member of the cluster; members are: pg1, pg2, pg3"),
     ({"candidate": "{{ __replica }}", "max_lag": -1}, "more than max_lag -1"),
     ({"candidate": "{{ __replica }}", "patroni_password": "wrong"}, "refused the credentials"),
     ({"candidate": "{{ __replica }}", "patroni_urls": ["http://127.0.0.1:1"], "timeout": 1}, "unreachable"),
     ({"candidate": "{{ __replica }}", "pgbouncer_pause": True, "pgbouncer_hosts": "{{ rtmx_ha.pgbouncer_hosts }}",
       "pgbouncer_password": "wrong"}, "PgBouncer admin console at"),
-])
-def test_unsafe_switchover_is_refused_and_nothing_changes(project_dir, inventory, nodes, args, message):
+]
+
+
+def test_unsafe_switchover_is_refused_and_nothing_changes(project_dir, inventory, nodes):
     before = leader_name(nodes["pg1"])
     replica = next(m["name"] for m in patroni_cluster(nodes["pg1"])["members"] if m["name"] != before)
-    full = dict(PATRONI, **{k: (replica if v == "{{ __replica }}" else v) for k, v in args.items()})
-    result = run_module(project_dir, inventory, "rtmx.ha.patroni_switchover", full)
-    assert result["failed"] and message in result["msg"], result["msg"]
-    assert not result.get("changed")
+    calls = [("rtmx.ha.patroni_switchover", dict(PATRONI, **{k: (replica if v == "{{ __replica }}" else v)
+                                                            for k, v in args.items()}), False) for args, _ in UNSAFE]
+    for result, (_, message) in zip(run_modules(project_dir, inventory, calls), UNSAFE):
+        assert result["failed"] and message in result["msg"], result["msg"]
+        assert not result.get("changed")
     assert leader_name(nodes["pg1"]) == before
 
 
