@@ -76,6 +76,12 @@ lab-down-locked: venv
 	@docker info >/dev/null 2>&1 || { echo "no Docker engine running: nothing to remove"; exit 0; }
 	ansible-playbook -i inventories/lab $(LAB_EXTRA) playbooks/lab-down.yml
 
+.PHONY: lab-lifecycle lab-lifecycle-locked
+lab-lifecycle: ## lab-up.yml twice and lab-down.yml on a separate test lab (what `make lab`/`lab-down` run)
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+lab-lifecycle-locked: venv image
+	pytest -q -p no:cacheprovider tests/lab
+
 .PHONY: lint
 lint: venv ## yamllint, ansible-lint (production profile), ruff on the sync server
 	yamllint -s .
@@ -126,6 +132,7 @@ test-locked: venv image
 	$(timed) unit $(MAKE) --no-print-directory unit
 	$(timed) sanity $(MAKE) --no-print-directory sanity
 	$(timed) build $(MAKE) --no-print-directory build
+	$(timed) lab-lifecycle $(MAKE) --no-print-directory lab-lifecycle
 	$(timed) molecule $(MAKE) --no-print-directory molecule
 	@echo "== durations"; cat $(TIMINGS)
 

@@ -41,7 +41,8 @@ def run_drills(project_dir, inventory, name: str, *extra) -> dict:
     keep = project_dir / "reports" / "molecule" / f"{time.strftime('%Y%m%dT%H%M%S')}-{name}"
     keep.mkdir(parents=True, exist_ok=True)
     log = keep / "drill.log"
-    out = playbook(project_dir, inventory, "playbooks/failover-drill.yml", "-e", f"drill_reports_dir={keep}", *extra,
+    out = playbook(project_dir, inventory, "playbooks/failover-drill.yml", "-e", f"drill_reports_dir={keep}",
+                   "-e", "drill_hold_until_failover=true", *extra,
                    timeout=2400, check=False, log=log)
     runs = [p for p in keep.iterdir() if p.is_dir()]
     assert len(runs) == 1 and (runs[0] / "report.json").exists(), (

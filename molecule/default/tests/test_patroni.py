@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import ADDRESSES, leader_name, patroni_cluster, psql, wait_for
+from conftest import ADDRESSES, leader_name, patroni_cluster, psql, role_default, wait_for
 
 testinfra_hosts = ["pg1"]
 
@@ -54,6 +54,8 @@ def test_row_written_on_leader_is_read_on_both_replicas(nodes, leader):
 
 def test_cluster_settings_in_the_dcs(nodes):
     config = json.loads(nodes["pg1"].check_output(f"curl -sf http://{ADDRESSES['pg1']}:8008/config"))
+    for key in ("ttl", "loop_wait", "retry_timeout"):
+        assert config[key] == role_default("patroni", f"patroni_{key}"), key
     assert config["loop_wait"] + 2 * config["retry_timeout"] <= config["ttl"]
     assert config["synchronous_mode"] is True
     assert config["failsafe_mode"] is True

@@ -4,6 +4,7 @@ Runs the real site.yml from the controller against this scenario's
 containers with deliberately broken inventories.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -54,49 +55,41 @@ VALID = {"etcd": ["pg1", "pg2", "pg3"], "postgres": ["pg1", "pg2", "pg3"], "redi
          "redis_sentinel": ["pg1", "pg2", "pg3"], "sync_server": ["lb1"], "lb": ["lb1", "lb2"]}
 
 
-@pytest.mark.parametrize(
-    "groups, messages",
-    [
-        pytest.param(dict(VALID, etcd=["pg1", "pg2"]),
-                     ["group 'etcd' has 2 hosts (pg1, pg2)", "It needs an odd number (3 or 5)"], id="even-etcd"),
-        pytest.param({k: v for k, v in VALID.items() if k != "postgres"},
-                     ["group(s) postgres missing or empty"], id="no-postgres-group"),
-        pytest.param({k: v for k, v in VALID.items() if k != "lb"},
-                     ["group(s) lb missing or empty"], id="no-lb-group"),
-        pytest.param(dict(VALID, redis_sentinel=["pg1", "pg2", "pg3", "lb1"]),
-                     ["group 'redis_sentinel' has 4 hosts"], id="even-sentinels"),
-    ],
-)
-def test_bad_inventory_stops_site_before_any_change(project_dir, tmp_path, groups, messages):
-    rc, output = _run_site(project_dir, tmp_path, _inventory(groups))
+# Every refusal: (inventory, extra vars, messages the output must hold).
+CASES = {
+    "even-etcd": (_inventory(dict(VALID, etcd=["pg1", "pg2"])), None,
+                  ["group 'etcd' has 2 hosts (pg1, pg2)", "It needs an odd number (3 or 5)"]),
+    "no-postgres-group": (_inventory({k: v for k, v in VALID.items() if k != "postgres"}), None,
+                          ["group(s) postgres missing or empty"]),
+    "no-lb-group": (_inventory({k: v for k, v in VALID.items() if k != "lb"}), None, ["group(s) lb missing or empty"]),
+    "even-sentinels": (_inventory(dict(VALID, redis_sentinel=["pg1", "pg2", "pg3", "lb1"])), None,
+                       ["group 'redis_sentinel' has 4 hosts"]),
+    "duplicate-addresses": (_inventory(VALID).replace("198.18.1.31", "198.18.1.11"), None,
+                            ["several hosts share one rtmx_address"]),
+    "patroni-timing": (_inventory(VALID), {"patroni_ttl": 20, "patroni_loop_wait": 10, "patroni_retry_timeout": 10},
+                       ["loop_wait (10) + 2 * retry_timeout (10) = 30 must be <= ttl (20)"]),
+    "patroni-primary-start-timeout": (_inventory(VALID), {"patroni_primary_start_timeout": 300},
+                                      ["must stay under the 60 s failover target"]),
+    "vip-outside": (_inventory(VALID), {"rtmx_vip": "10.99.0.100"},
+                    ["the VIP 10.99.0.100 must be a free address inside this lb's network 198.18.1.0/24"]),
+    "quorum-too-large": (_inventory(VALID), {"redis_sentinel_quorum": 4},
+                         ["redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)"]),
+}
+
+
+@pytest.fixture(scope="module")
+def refusals(project_dir, tmp_path_factory) -> dict:
+    """Run every case's site.yml at once (each stops in preflight, on the controller): id -> (rc, output)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {case: pool.submit(_run_site, project_dir, tmp_path_factory.mktemp(case), text, extra)
+                   for case, (text, extra, _) in CASES.items()}
+        return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_stops_site_before_any_change(refusals, case):
+    rc, output = refusals[case]
     assert rc != 0, output
-    for message in messages:
+    for message in CASES[case][2]:
         assert message in output, output
-    _assert_nothing_changed(output)
-
-
-def test_duplicate_addresses_are_refused(project_dir, tmp_path):
-    rc, output = _run_site(project_dir, tmp_path, _inventory(VALID).replace("198.18.1.31", "198.18.1.11"))
-    assert rc != 0, output
-    assert "several hosts share one rtmx_address" in output, output
-    _assert_nothing_changed(output)
-
-
-@pytest.mark.parametrize(
-    "extra_vars, message",
-    [
-        pytest.param({"patroni_ttl": 20, "patroni_loop_wait": 10, "patroni_retry_timeout": 10},
-                     "loop_wait (10) + 2 * retry_timeout (10) = 30 must be <= ttl (20)", id="patroni-timing"),
-        pytest.param({"patroni_primary_start_timeout": 300},
-                     "must stay under the 60 s failover target", id="patroni-primary-start-timeout"),
-        pytest.param({"rtmx_vip": "10.99.0.100"},
-                     "the VIP 10.99.0.100 must be a free address inside this lb's network 198.18.1.0/24", id="vip-outside"),
-        pytest.param({"redis_sentinel_quorum": 4},
-                     "redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)", id="quorum-too-large"),
-    ],
-)
-def test_unsafe_settings_stop_site_before_any_change(project_dir, tmp_path, extra_vars, message):
-    rc, output = _run_site(project_dir, tmp_path, _inventory(VALID), extra_vars)
-    assert rc != 0, output
-    assert message in output, output
     _assert_nothing_changed(output)

@@ -64,9 +64,11 @@ def test_killed_sync_server_loses_nothing(lbs, inventory):
         a = await YClient(SYNC_URL, room).connect()
         for i in range(20):
             await a.insert(f"{i};")
-        holder = next(name for name, n in _connections(lbs["lb1"]).items() if n == 1)
+        # Blocking calls (testinfra) run in threads: the client's event loop keeps answering pings.
+        connections = await asyncio.to_thread(_connections, lbs["lb1"])
+        holder = next(name for name, n in connections.items() if n == 1)
         node = testinfra.get_host(f"ansible://{holder}?ansible_inventory={inventory}")
-        node.check_output("systemctl kill -s KILL rtmx-sync")
+        await asyncio.to_thread(node.check_output, "systemctl kill -s KILL rtmx-sync")
         await eventually(lambda: a.closed is not None, what="the client to notice the dead server")
         a.text += "offline;"
         await eventually_connect(a)
@@ -74,7 +76,8 @@ def test_killed_sync_server_loses_nothing(lbs, inventory):
         await eventually(lambda: str(a.text) == str(b.text) and str(b.text).count(";") == 21, within=30)
         await a.close()
         await b.close()
-        wait_for(lambda: node.service("rtmx-sync").is_running, timeout=30, what=f"{holder} restarted by systemd")
+        await asyncio.to_thread(wait_for, lambda: node.service("rtmx-sync").is_running, timeout=30,
+                                what=f"{holder} restarted by systemd")
 
     asyncio.run(scenario())
 

@@ -1,0 +1,112 @@
+"""The playbooks the runbook tells an operator to run, run as the runbook says:
+verify.yml, redis-failover.yml, switchover.yml (scheduled, and after an
+interrupted run left PgBouncer paused), and the modules' check mode.
+
+Each test reads the state it starts from (leader, master) instead of
+assuming what an earlier test left.
+"""
+
+import datetime
+import json
+
+from conftest import (
+    ADDRESSES,
+    LB_HOSTS,
+    leader_name,
+    patroni_cluster,
+    playbook,
+    psql,
+    redis_master,
+    run_modules,
+    secret,
+    wait_for,
+)
+
+testinfra_hosts = ["pg1"]
+
+SENTINEL = {"sentinels": "{{ rtmx_ha.sentinels }}", "sentinel_password": "{{ rtmx_ha.sentinel_password }}",
+            "redis_password": "{{ rtmx_ha.redis_password }}"}
+
+
+def pgbouncer_admin(lb, sql: str) -> str:
+    out = lb.run(f"PGPASSWORD={secret('pgbouncer_admin_password')} psql -X -A -F, -h 127.0.0.1 -p 6432 "
+                 f"-U pgbouncer_admin pgbouncer -c '{sql}'")
+    assert out.rc == 0, out.stderr
+    return out.stdout
+
+
+def paused_databases(lb) -> list:
+    header, *rows = [line.split(",") for line in pgbouncer_admin(lb, "SHOW DATABASES").splitlines() if "," in line]
+    return [row[0] for row in rows if row[header.index("paused")] == "1"]
+
+
+def test_verify_playbook_lists_every_check_and_passes(project_dir, inventory):
+    out = playbook(project_dir, inventory, "playbooks/verify.yml")
+    for check in ("patroni_leader", "patroni_replicas", "postgres_write", "redis_sentinels", "redis_write",
+                  "haproxy_routing", "sync_servers", "etcd", "vip"):
+        assert f"{check}  ok " in out, f"{check} missing or failed:\n{out[-3000:]}"
+    assert "All 9 checks passed" in out
+
+
+def test_ha_verify_in_check_mode_writes_nothing(project_dir, inventory, nodes):
+    leader = nodes[leader_name(nodes["pg1"])]
+    args = {key: "{{ rtmx_ha.%s }}" % key for key in (
+        "patroni_urls", "patroni_password", "pg_host", "pg_password", "sentinels", "sentinel_password",
+        "redis_password", "redis_host", "haproxy_stats_urls", "haproxy_stats_password", "sync_health_urls",
+        "etcd_urls", "vip_holders")}
+    (written,) = run_modules(project_dir, inventory, [("rtmx.ha.ha_verify", args, False)])
+    assert written["ok"], written.get("msg")
+    table = "rtmx_ha_verify"
+    before = psql(leader, f"SELECT checked_at FROM {table} WHERE id = 1", db="rtmx")
+    (checked,) = run_modules(project_dir, inventory, [("rtmx.ha.ha_verify", args, True)])
+    assert checked["ok"] and not checked["changed"], checked.get("msg")
+    assert psql(leader, f"SELECT checked_at FROM {table} WHERE id = 1", db="rtmx") == before
+
+
+def test_redis_failover_playbook_moves_the_master_then_changes_nothing(project_dir, inventory, nodes):
+    before = redis_master(nodes)
+    from_master = f"{ADDRESSES[before]}:6379"
+    (checked,) = run_modules(project_dir, inventory, [
+        ("rtmx.ha.sentinel_failover", dict(SENTINEL, from_master=from_master), True)])
+    assert checked["changed"] and redis_master(nodes) == before, "check mode failed over"
+    out = playbook(project_dir, inventory, "playbooks/redis-failover.yml", "-e", f"from_master={from_master}")
+    after = redis_master(nodes)
+    assert after != before and f"Master {from_master} -> {ADDRESSES[after]}:6379" in out
+    again = playbook(project_dir, inventory, "playbooks/redis-failover.yml", "-e", f"from_master={from_master}")
+    assert "(nothing to do)" in again and redis_master(nodes) == after
+    refused = playbook(project_dir, inventory, "playbooks/redis-failover.yml", "-e",
+                       f"from_master={ADDRESSES[after]}", check=False)
+    assert "is not host:port" in refused and redis_master(nodes) == after
+
+
+def test_switchover_playbook_resumes_a_pause_left_by_an_interrupted_run(project_dir, inventory, nodes, lbs):
+    # What a switchover killed between PAUSE and RESUME leaves behind, on every lb.
+    for lb in lbs.values():
+        pgbouncer_admin(lb, "PAUSE rtmx")
+    try:
+        assert all(paused_databases(lb) == ["rtmx"] for lb in lbs.values())
+        # The current leader as candidate: the run has nothing to move, only the pause to clear.
+        out = playbook(project_dir, inventory, "playbooks/switchover.yml", "-e", f"candidate={leader_name(nodes['pg1'])}")
+        assert {name: paused_databases(lb) for name, lb in lbs.items()} == {name: [] for name in LB_HOSTS}
+        assert "Resumed PgBouncer databases left paused by an interrupted run:" in out
+        assert "Nothing to do" in out, out[-3000:]
+    finally:
+        for lb in lbs.values():
+            if paused_databases(lb):
+                pgbouncer_admin(lb, "RESUME rtmx")
+
+
+def test_scheduled_switchover_happens_at_its_time_not_before(project_dir, inventory, nodes):
+    node = nodes["pg1"]
+    before = leader_name(node)
+    candidate = next(m["name"] for m in patroni_cluster(node)["members"] if m["role"] == "sync_standby")
+    at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=25)
+    out = playbook(project_dir, inventory, "playbooks/switchover.yml", "-e", f"candidate={candidate}",
+                   "-e", f"switchover_scheduled_at={at.isoformat(timespec='seconds')}")
+    assert "Scheduled:" in out, out[-3000:]
+    scheduled = json.loads(node.check_output(f"curl -sf http://{ADDRESSES['pg1']}:8008/cluster")).get("scheduled_switchover")
+    assert scheduled and scheduled.get("to") == candidate, scheduled
+    assert datetime.datetime.now(datetime.UTC) < at and leader_name(node) == before
+    wait_for(lambda: leader_name(node) == candidate, timeout=90, what=f"the scheduled switchover to {candidate}")
+    assert datetime.datetime.now(datetime.UTC) >= at, "the switchover happened before its time"
+    playbook(project_dir, inventory, "playbooks/verify.yml", "-e", "rtmx_ha_verify_wait=90")
