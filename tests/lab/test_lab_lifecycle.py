@@ -73,10 +73,18 @@ def test_lab_up_twice_then_down_leaves_nothing(lab):
     assert docker("exec", f"{PREFIX}-pg1", "ip", "-o", "-4", "addr").count("198.18.2.11/24") == 1
     assert changed(run(lab, "lab-up.yml")) == 0
 
-    # What a deployed lab and an aborted drill leave on the controller, all with credentials.
+    # What a deployed lab leaves on the controller: generated secrets, and the connection file
+    # that lab-connection.yml (the last step of lab.yml) writes from them.
+    template = (ROOT / "playbooks" / "templates" / "connection.env.j2").read_text()
     (lab["state"] / "secrets").mkdir(parents=True)
-    (lab["state"] / "secrets" / "redis_password").write_text("secret\n")
-    (lab["state"] / "connection.env").write_text("RTMX_PG_PASSWORD=secret\n")
+    for name in set(re.findall(r"secrets ~ '/(\w+)'", template)):
+        (lab["state"] / "secrets" / name).write_text(f"generated-{name}\n")
+    printed = run(lab, "lab-connection.yml")
+    connection = lab["state"] / "connection.env"
+    assert connection.stat().st_mode & 0o777 == 0o600 and lab["state"].stat().st_mode & 0o777 == 0o700
+    assert 'RTMX_VIP="198.18.2.100"' in connection.read_text()
+    assert "generated-redis_password" in connection.read_text() and "generated-" not in printed
+    # ... and what an aborted drill leaves: a probe configuration with credentials.
     aborted = lab["reports"] / "drills" / "20261127T000000Z"
     aborted.mkdir(parents=True)
     (aborted / "01-leader_node_loss.probe-config.json").write_text('{"pg": {"password": "secret"}}')
