@@ -11,6 +11,7 @@ def test_systemd_has_booted(host):
 
 
 def test_every_cluster_member_resolves_from_etc_hosts(host):
+    # Written by Docker here (molecule.yml etc_hosts), and kept through the drills' container restarts.
     for member in MEMBERS:
         address = host.ansible.get_variables().get("rtmx_address") if member == host.backend.host else None
         result = host.run(f"getent -s files hosts {member}")
