@@ -67,13 +67,25 @@ def vip_holders(lbs) -> list:
     return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
 
 
+def playbook_env(project_dir) -> dict:
+    return dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+                ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
+
+
+def playbook_process(project_dir, inventory, path: str, *args: str) -> subprocess.Popen:
+    """Start a playbook in its own process group (os.killpg kills it with every module it runs)."""
+    ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    return subprocess.Popen([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / path), *args],
+                            env=playbook_env(project_dir), cwd=project_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def playbook(project_dir, inventory, path: str, *args: str, timeout: int = 900, check: bool = True,
              log: pathlib.Path | None = None) -> str:
     """Run a playbook on this scenario's inventory; return its output (asserts success unless check=False).
 
     The output goes to `log` as it is produced (kept even when the run times out or fails)."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))
+    env = playbook_env(project_dir)
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     with tempfile.TemporaryDirectory() as tmp:
         out_path = log or pathlib.Path(tmp) / "playbook.log"

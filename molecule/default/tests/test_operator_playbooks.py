@@ -8,6 +8,8 @@ assuming what an earlier test left.
 
 import datetime
 import json
+import os
+import signal
 
 from conftest import (
     ADDRESSES,
@@ -15,6 +17,7 @@ from conftest import (
     leader_name,
     patroni_cluster,
     playbook,
+    playbook_process,
     psql,
     redis_master,
     run_modules,
@@ -79,18 +82,29 @@ def test_redis_failover_playbook_moves_the_master_then_changes_nothing(project_d
     assert "is not host:port" in refused and redis_master(nodes) == after
 
 
-def test_switchover_playbook_resumes_a_pause_left_by_an_interrupted_run(project_dir, inventory, nodes, lbs):
-    # What a switchover killed between PAUSE and RESUME leaves behind, on every lb.
-    for lb in lbs.values():
-        pgbouncer_admin(lb, "PAUSE rtmx")
+def test_switchover_killed_while_pgbouncer_is_paused_is_cleared_by_the_next_run(project_dir, inventory, nodes, lbs):
+    node = nodes["pg1"]
+    candidate = next(m["name"] for m in patroni_cluster(node)["members"] if m["role"] == "sync_standby")
+    run = playbook_process(project_dir, inventory, "playbooks/switchover.yml", "-e", f"candidate={candidate}")
     try:
-        assert all(paused_databases(lb) == ["rtmx"] for lb in lbs.values())
-        # The current leader as candidate: the run has nothing to move, only the pause to clear.
-        out = playbook(project_dir, inventory, "playbooks/switchover.yml", "-e", f"candidate={leader_name(nodes['pg1'])}")
+        # Kill the run (ansible-playbook and the module's process) while PgBouncer holds the clients.
+        wait_for(lambda: run.poll() is None and any(paused_databases(lb) for lb in lbs.values()), timeout=120,
+                 interval=0.1, what="switchover.yml to PAUSE PgBouncer")
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+        left = {name: paused_databases(lb) for name, lb in lbs.items()}
+        assert any(left.values()), "nothing was left paused: the kill came too late to test anything"
+        wait_for(lambda: all(m["state"] in ("running", "streaming") for m in patroni_cluster(node)["members"])
+                 and len([m for m in patroni_cluster(node)["members"] if m["role"] == "leader"]) == 1,
+                 timeout=90, what="Patroni to settle after the interrupted switchover")
+        # The current leader as candidate: the next run has nothing to move, only the pause to clear.
+        out = playbook(project_dir, inventory, "playbooks/switchover.yml", "-e", f"candidate={leader_name(node)}")
         assert {name: paused_databases(lb) for name, lb in lbs.items()} == {name: [] for name in LB_HOSTS}
-        assert "Resumed PgBouncer databases left paused by an interrupted run:" in out
+        assert "Resumed PgBouncer databases left paused by an interrupted run: ['" in out, out[-3000:]
         assert "Nothing to do" in out, out[-3000:]
     finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
         for lb in lbs.values():
             if paused_databases(lb):
                 pgbouncer_admin(lb, "RESUME rtmx")
