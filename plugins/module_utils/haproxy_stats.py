@@ -10,14 +10,18 @@ __metaclass__ = type
 import base64
 import csv
 
+from ansible.module_utils.six.moves import http_client
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-HAPROXY_STATS_ARGS = dict(
-    haproxy_stats_urls=dict(type='list', elements='str', default=[]),
-    haproxy_stats_username=dict(type='str', default='admin'),
-    haproxy_stats_password=dict(type='str', no_log=True),
-)
+
+def haproxy_stats_argument_spec():
+    """Options to read the HAProxy statistics pages, documented by the rtmx.ha.haproxy_stats doc fragment."""
+    return dict(
+        haproxy_stats_urls=dict(type='list', elements='str', default=[]),
+        haproxy_stats_username=dict(type='str', default='admin'),
+        haproxy_stats_password=dict(type='str', no_log=True),
+    )
 
 
 class HaproxyError(Exception):
@@ -76,3 +80,33 @@ def down_servers(stats, backend):
     """Server names in that backend that are not UP, with their status."""
     return dict((name, srv['status']) for name, srv in stats.get(backend, {}).items()
                 if not srv['status'].startswith('UP'))
+
+
+def routing_problems(urls, username, password, timeout, routes, also=None, fetch=None):
+    """Read every HAProxy's statistics page and check that each (backend, address) of `routes` sends
+    traffic to that address (host:port) alone.
+
+    Returns (problems, pages): one text per problem, named by the page's URL, empty when every HAProxy
+    routes as expected; pages maps each URL that could be read to its parsed statistics. A page that
+    cannot be read (refused, unreachable, or cut short while HAProxy reloads) is a problem of that
+    page, never an exception, so a caller polling for the routing simply tries again.
+    also(stats) returns more problem texts (or None) for one page; fetch replaces fetch_stats.
+    """
+    fetch = fetch or fetch_stats
+    problems = []
+    pages = {}
+    for url in urls:
+        try:
+            stats = fetch(url, username, password, timeout)
+        except HaproxyError as exc:
+            problems.append(str(exc))
+            continue
+        except (http_client.HTTPException, csv.Error) as exc:
+            problems.append('%s: %s' % (url, exc))
+            continue
+        pages[url] = stats
+        found = [routes_only_to(stats, backend, address) for backend, address in routes]
+        if also is not None:
+            found.extend(also(stats))
+        problems.extend('%s: %s' % (url, problem) for problem in found if problem)
+    return problems, pages

@@ -17,14 +17,26 @@ import json
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 
-PATRONI_CLIENT_ARGS = dict(
-    patroni_urls=dict(type='list', elements='str', required=True),
-    patroni_username=dict(type='str', default='patroni'),
-    patroni_password=dict(type='str', no_log=True),
-    validate_certs=dict(type='bool', default=True),
-    ca_path=dict(type='path'),
-    timeout=dict(type='int', default=5),
-)
+
+def patroni_argument_spec(required=True):
+    """Options to reach the Patroni REST API, documented by the rtmx.ha.patroni doc fragment.
+
+    With required=False (ha_verify) patroni_urls may be left out: it defaults to [] and Patroni
+    is then not asked.
+    """
+    if required:
+        urls = dict(type='list', elements='str', required=True)
+    else:
+        urls = dict(type='list', elements='str', default=[])
+    return dict(
+        patroni_urls=urls,
+        patroni_username=dict(type='str', default='patroni'),
+        patroni_password=dict(type='str', no_log=True),
+        validate_certs=dict(type='bool', default=True),
+        ca_path=dict(type='path'),
+        timeout=dict(type='int', default=5),
+    )
+
 
 LEADER_ROLES = ('leader', 'master', 'primary', 'standby_leader')
 
@@ -85,21 +97,37 @@ class PatroniClient(object):
             parsed = text.strip()
         return status, parsed
 
-    def first_answer(self, path):
-        """GET path from the first member that answers; returns (base_url, body)."""
+    def each_member(self, path, failure, method='GET', body=None, timeout=None, refusal=None):
+        """Send one request to each member in turn until one answers; returns (base_url, status, body).
+
+        A member that is unreachable, or whose answer refusal(url, status, body) explains away
+        (it returns why, or None to take the answer), leaves the request to the next member. A 401
+        ends it at once: every member checks the same credentials. When none answers, raises
+        PatroniError with `failure` and what each member did.
+        """
         errors = []
         for url in self.urls:
             try:
-                status, body = self.request(url, path)
+                status, answer = self.request(url, path, method=method, body=body, timeout=timeout)
             except PatroniError as exc:
                 if exc.status == 401:
                     raise
                 errors.append(str(exc))
                 continue
+            why = refusal(url, status, answer) if refusal else None
+            if why is None:
+                return url, status, answer
+            errors.append(why)
+        raise PatroniError('%s: %s' % (failure, '; '.join(errors)))
+
+    def first_answer(self, path):
+        """GET path from the first member that answers; returns (base_url, body)."""
+        def refusal(url, status, body):
             if status == 200 and isinstance(body, dict):
-                return url, body
-            errors.append('%s%s answered HTTP %s' % (url, path, status))
-        raise PatroniError('no Patroni member answered %s: %s' % (path, '; '.join(errors)))
+                return None
+            return '%s%s answered HTTP %s' % (url, path, status)
+        url, dummy, body = self.each_member(path, 'no Patroni member answered %s' % path, refusal=refusal)
+        return url, body
 
     def cluster(self):
         return self.first_answer('/cluster')[1]
@@ -129,19 +157,10 @@ class PatroniClient(object):
 
     def patch_config(self, changes):
         """PATCH /config (dynamic configuration in the DCS); returns the new configuration."""
-        errors = []
-        for url in self.urls:
-            try:
-                status, body = self.request(url, '/config', method='PATCH', body=changes)
-            except PatroniError as exc:
-                if exc.status == 401:
-                    raise
-                errors.append(str(exc))
-                continue
-            if status == 200:
-                return body
-            errors.append('%s answered HTTP %s: %s' % (url, status, body))
-        raise PatroniError('no Patroni member accepted PATCH /config %s: %s' % (changes, '; '.join(errors)))
+        def refusal(url, status, body):
+            return None if status == 200 else '%s answered HTTP %s: %s' % (url, status, body)
+        return self.each_member('/config', 'no Patroni member accepted PATCH /config %s' % (changes,),
+                                method='PATCH', body=changes, refusal=refusal)[2]
 
     def check_credentials(self):
         """Raise PatroniError when the REST API refuses our credentials, without changing anything.
@@ -149,16 +168,7 @@ class PatroniClient(object):
         GET endpoints are open, so they cannot tell; POST /switchover with an empty
         body is checked for authentication first and then refused as incomplete (400).
         """
-        errors = []
-        for url in self.urls:
-            try:
-                self.request(url, '/switchover', method='POST', body={})
-                return
-            except PatroniError as exc:
-                if exc.status == 401:
-                    raise
-                errors.append(str(exc))
-        raise PatroniError('no Patroni member answered: %s' % '; '.join(errors))
+        self.each_member('/switchover', 'no Patroni member answered', method='POST', body={})
 
     def switchover(self, leader, candidate=None, scheduled_at=None, timeout=60):
         body = {'leader': leader}
@@ -166,15 +176,9 @@ class PatroniClient(object):
             body['candidate'] = candidate
         if scheduled_at:
             body['scheduled_at'] = scheduled_at
-        errors = []
-        for url in self.urls:
-            try:
-                return self.request(url, '/switchover', method='POST', body=body, timeout=timeout)
-            except PatroniError as exc:
-                if exc.status == 401:
-                    raise
-                errors.append(str(exc))
-        raise PatroniError('no Patroni member accepted POST /switchover: %s' % '; '.join(errors))
+        dummy, status, answer = self.each_member('/switchover', 'no Patroni member accepted POST /switchover',
+                                                 method='POST', body=body, timeout=timeout)
+        return status, answer
 
 
 def member_api_base(member):

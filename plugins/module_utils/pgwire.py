@@ -239,11 +239,13 @@ def quote_ident(value):
     return '"' + str(value).replace('"', '""') + '"'
 
 
-PGBOUNCER_ADMIN_ARGS = dict(
-    pgbouncer_hosts=dict(type='list', elements='str', default=[]),
-    pgbouncer_username=dict(type='str', default='pgbouncer_admin'),
-    pgbouncer_password=dict(type='str', no_log=True),
-)
+def pgbouncer_argument_spec():
+    """Options to reach PgBouncer's admin console, documented by the rtmx.ha.pgbouncer doc fragment."""
+    return dict(
+        pgbouncer_hosts=dict(type='list', elements='str', default=[]),
+        pgbouncer_username=dict(type='str', default='pgbouncer_admin'),
+        pgbouncer_password=dict(type='str', no_log=True),
+    )
 
 
 class PgBouncerAdmin(object):

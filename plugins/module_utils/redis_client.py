@@ -13,13 +13,27 @@ __metaclass__ = type
 
 import socket
 
-SENTINEL_CLIENT_ARGS = dict(
-    sentinels=dict(type='list', elements='str', required=True),
-    sentinel_password=dict(type='str', no_log=True),
-    master_name=dict(type='str', default='rtmx'),
-    redis_password=dict(type='str', no_log=True),
-    timeout=dict(type='int', default=3),
-)
+
+def sentinel_argument_spec(required=True, redis_password_required=False):
+    """Options to ask the Sentinels (and the Redis nodes), documented by the rtmx.ha.sentinel doc fragment.
+
+    With required=False (ha_verify) sentinels may be left out: it defaults to [] and the Sentinels
+    are then not asked. redis_password_required=True for a module that must read the nodes' roles.
+    """
+    if required:
+        sentinels = dict(type='list', elements='str', required=True)
+    else:
+        sentinels = dict(type='list', elements='str', default=[])
+    redis_password = dict(type='str', no_log=True)
+    if redis_password_required:
+        redis_password['required'] = True
+    return dict(
+        sentinels=sentinels,
+        sentinel_password=dict(type='str', no_log=True),
+        master_name=dict(type='str', default='rtmx'),
+        redis_password=redis_password,
+        timeout=dict(type='int', default=3),
+    )
 
 
 class RedisError(Exception):

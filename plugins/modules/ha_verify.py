@@ -33,23 +33,12 @@ description:
 options:
   patroni_urls:
     description: REST base URLs of the Patroni members. Enables the Patroni checks.
-    type: list
-    elements: str
+    required: false
     default: []
-  patroni_username:
-    description: User of the Patroni REST API.
-    type: str
-    default: patroni
-  patroni_password:
-    description: Password of the Patroni REST API.
-    type: str
   validate_certs:
     description: Verify TLS certificates of C(https) URLs.
-    type: bool
-    default: true
   ca_path:
     description: CA bundle for C(https) URLs.
-    type: path
   max_lag:
     description: Largest replication lag in bytes a replica may have.
     type: int
@@ -83,19 +72,10 @@ options:
     default: rtmx_ha_verify
   sentinels:
     description: Sentinel addresses C(host:port). Enables C(redis_sentinels).
-    type: list
-    elements: str
+    required: false
     default: []
-  sentinel_password:
-    description: The Sentinels' password.
-    type: str
-  master_name:
-    description: Name under which the Sentinels monitor the master.
-    type: str
-    default: rtmx
   redis_password:
-    description: Password of the Redis nodes.
-    type: str
+    description: Password of the Redis nodes; when given, each node's own role is checked too.
   redis_host:
     description: Where applications reach Redis (the VIP). Enables C(redis_write), with I(sentinels).
     type: str
@@ -105,16 +85,6 @@ options:
     default: 6379
   haproxy_stats_urls:
     description: HAProxy statistics pages, one per lb. Enables C(haproxy_routing).
-    type: list
-    elements: str
-    default: []
-  haproxy_stats_username:
-    description: User of the statistics page.
-    type: str
-    default: admin
-  haproxy_stats_password:
-    description: Password of the statistics page.
-    type: str
   haproxy_pg_backend:
     description: HAProxy's read-write PostgreSQL backend.
     type: str
@@ -151,6 +121,25 @@ options:
     description: Seconds to keep repeating the checks until they all pass; 0 checks once.
     type: int
     default: 0
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - Runs every check that only reads. The writes are not made, so C(postgres_write) only asks
+        which server answers through I(pg_host) and whether it is in recovery, and C(redis_write)
+        is reported as passed without writing or reading its key.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    membership: [rtmx.ha.ha, rtmx.ha.patroni, rtmx.ha.sentinel, rtmx.ha.haproxy]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - rtmx.ha.patroni
+  - rtmx.ha.sentinel
+  - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
 notes:
@@ -230,12 +219,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
-    HaproxyError, down_servers, fetch_stats, routes_only_to)
+    down_servers, haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
-    PatroniClient, PatroniError, health_problems as patroni_problems, read_cluster)
+    PatroniClient, PatroniError, health_problems as patroni_problems, patroni_argument_spec, read_cluster)
 from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import PgConnection, PgError, quote_ident
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    RedisConnection, RedisError, read_redis, split_address)
+    RedisConnection, RedisError, read_redis, sentinel_argument_spec, split_address)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch
 
 
@@ -336,30 +325,26 @@ class Verifier(object):
 
     def haproxy(self, info, redis_state):
         p = self.p
-        problems = []
-        self.report['haproxy'] = {}
-        for url in p['haproxy_stats_urls']:
-            try:
-                stats = fetch_stats(url, p['haproxy_stats_username'], p['haproxy_stats_password'], p['timeout'])
-            except HaproxyError as exc:
-                problems.append(str(exc))
-                continue
-            self.report['haproxy'][url] = stats
-            found = []
-            if info and info['leader']:
-                leader = [m for m in info['members'] if m['name'] == info['leader']][0]
-                found.append(routes_only_to(stats, p['haproxy_pg_backend'],
-                                            '%s:%s' % (leader['host'], leader['port'] or 5432)))
-            if redis_state and redis_state['master']:
-                found.append(routes_only_to(stats, p['haproxy_redis_backend'], redis_state['master']))
-            if p['haproxy_sync_backend']:
-                down = down_servers(stats, p['haproxy_sync_backend'])
-                if p['haproxy_sync_backend'] not in stats:
-                    found.append('backend %s is missing' % p['haproxy_sync_backend'])
-                elif down:
-                    found.append('sync servers not UP: %s' % ', '.join('%s (%s)' % i for i in sorted(down.items())))
-            problems.extend('%s: %s' % (url, x) for x in found if x)
-        problems = [x for x in problems if x]
+        routes = []
+        if info and info['leader']:
+            leader = [m for m in info['members'] if m['name'] == info['leader']][0]
+            routes.append((p['haproxy_pg_backend'], '%s:%s' % (leader['host'], leader['port'] or 5432)))
+        if redis_state and redis_state['master']:
+            routes.append((p['haproxy_redis_backend'], redis_state['master']))
+
+        def sync_servers_up(stats):
+            if not p['haproxy_sync_backend']:
+                return []
+            if p['haproxy_sync_backend'] not in stats:
+                return ['backend %s is missing' % p['haproxy_sync_backend']]
+            down = down_servers(stats, p['haproxy_sync_backend'])
+            if down:
+                return ['sync servers not UP: %s' % ', '.join('%s (%s)' % i for i in sorted(down.items()))]
+            return []
+
+        problems, self.report['haproxy'] = routing_problems(
+            p['haproxy_stats_urls'], p['haproxy_stats_username'], p['haproxy_stats_password'], p['timeout'],
+            routes, also=sync_servers_up)
         self.check('haproxy_routing', not problems, '; '.join(problems) or
                    'every HAProxy routes writes to the leader, Redis to the master, and has every sync server UP')
 
@@ -420,40 +405,39 @@ class Verifier(object):
         return [c['name'] for c in self.checks if not c['ok']]
 
 
+def argument_spec():
+    # The access options of the other modules, with nothing required: each group of checks runs
+    # only when its inputs are given.
+    spec = patroni_argument_spec(required=False)
+    spec.update(sentinel_argument_spec(required=False))
+    spec.update(haproxy_stats_argument_spec())
+    spec.update(
+        max_lag=dict(type='int', default=1048576),
+        pg_host=dict(type='str'),
+        pg_port=dict(type='int', default=6432),
+        pg_database=dict(type='str', default='rtmx'),
+        pg_user=dict(type='str', default='rtmx'),
+        pg_password=dict(type='str', no_log=True),
+        pg_sslmode=dict(type='str', default='prefer', choices=['disable', 'prefer', 'require']),
+        pg_write_table=dict(type='str', default='rtmx_ha_verify'),
+        redis_host=dict(type='str'),
+        redis_port=dict(type='int', default=6379),
+        haproxy_pg_backend=dict(type='str', default='postgres_rw'),
+        haproxy_redis_backend=dict(type='str', default='redis'),
+        haproxy_sync_backend=dict(type='str', default='sync_servers'),
+        sync_health_urls=dict(type='list', elements='str', default=[]),
+        etcd_urls=dict(type='list', elements='str', default=[]),
+        vip_holders=dict(type='list', elements='str'),
+        # One timeout for every call: 5 s, as for Patroni (the Sentinel options alone default to 3).
+        timeout=dict(type='int', default=5),
+        wait_timeout=dict(type='int', default=0),
+    )
+    return spec
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            patroni_urls=dict(type='list', elements='str', default=[]),
-            patroni_username=dict(type='str', default='patroni'),
-            patroni_password=dict(type='str', no_log=True),
-            validate_certs=dict(type='bool', default=True),
-            ca_path=dict(type='path'),
-            max_lag=dict(type='int', default=1048576),
-            pg_host=dict(type='str'),
-            pg_port=dict(type='int', default=6432),
-            pg_database=dict(type='str', default='rtmx'),
-            pg_user=dict(type='str', default='rtmx'),
-            pg_password=dict(type='str', no_log=True),
-            pg_sslmode=dict(type='str', default='prefer', choices=['disable', 'prefer', 'require']),
-            pg_write_table=dict(type='str', default='rtmx_ha_verify'),
-            sentinels=dict(type='list', elements='str', default=[]),
-            sentinel_password=dict(type='str', no_log=True),
-            master_name=dict(type='str', default='rtmx'),
-            redis_password=dict(type='str', no_log=True),
-            redis_host=dict(type='str'),
-            redis_port=dict(type='int', default=6379),
-            haproxy_stats_urls=dict(type='list', elements='str', default=[]),
-            haproxy_stats_username=dict(type='str', default='admin'),
-            haproxy_stats_password=dict(type='str', no_log=True),
-            haproxy_pg_backend=dict(type='str', default='postgres_rw'),
-            haproxy_redis_backend=dict(type='str', default='redis'),
-            haproxy_sync_backend=dict(type='str', default='sync_servers'),
-            sync_health_urls=dict(type='list', elements='str', default=[]),
-            etcd_urls=dict(type='list', elements='str', default=[]),
-            vip_holders=dict(type='list', elements='str'),
-            timeout=dict(type='int', default=5),
-            wait_timeout=dict(type='int', default=0),
-        ),
+        argument_spec=argument_spec(),
         supports_check_mode=True,
     )
     if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', module.params['pg_write_table']):

@@ -19,33 +19,24 @@ description:
   - Read only; never changes anything. Works from any host that reaches one member's REST port
     (the controller, or a node), without Python libraries beyond Ansible's.
 options:
-  patroni_urls:
-    description:
-      - REST base URLs of the members, for example C(http://10.0.0.11:8008). The first that
-        answers speaks for the cluster; give all members so the module works while one is down.
-    type: list
-    elements: str
-    required: true
-  patroni_username:
-    description: User of the REST API's basic authentication.
-    type: str
-    default: patroni
   patroni_password:
     description:
       - Password of the REST API's basic authentication. Read endpoints of Patroni may be open;
         without it, the module still reads them.
-    type: str
-  validate_certs:
-    description: Verify the TLS certificate when the URLs are C(https).
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle to verify the REST API's certificate.
-    type: path
-  timeout:
-    description: Seconds to wait for each REST call.
-    type: int
-    default: 5
+attributes:
+  check_mode:
+    support: full
+    details: Read only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    membership: [rtmx.ha.ha, rtmx.ha.patroni]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - rtmx.ha.patroni
 author:
   - RTMX HA maintainers (@rtmx-ha)
 notes:
@@ -137,11 +128,15 @@ cluster:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
-    PATRONI_CLIENT_ARGS, PatroniClient, PatroniError, read_cluster)
+    PatroniClient, PatroniError, patroni_argument_spec, read_cluster)
+
+
+def argument_spec():
+    return patroni_argument_spec()
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(PATRONI_CLIENT_ARGS), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     client = PatroniClient(p['patroni_urls'], p['patroni_username'], p['patroni_password'],
                            p['timeout'], p['validate_certs'], p['ca_path'])

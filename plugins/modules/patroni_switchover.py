@@ -37,29 +37,10 @@ description:
     plan without acting. With I(scheduled_at), asks Patroni to switch over at that time and
     returns at once.
 options:
-  patroni_urls:
-    description: REST base URLs of the members (C(http://10.0.0.11:8008)); give all of them.
-    type: list
-    elements: str
-    required: true
-  patroni_username:
-    description: User of the REST API's basic authentication.
-    type: str
-    default: patroni
   patroni_password:
     description: Password of the REST API's basic authentication (Patroni requires it for C(POST /switchover)).
-    type: str
-  validate_certs:
-    description: Verify the TLS certificate when the URLs are C(https).
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle to verify the REST API's certificate.
-    type: path
   timeout:
     description: Seconds to wait for each REST or PgBouncer call.
-    type: int
-    default: 5
   candidate:
     description: Member that should lead. Omit to take the best eligible replica.
     type: str
@@ -100,20 +81,6 @@ options:
     description: Pause PgBouncer on every host of I(pgbouncer_hosts) around the switchover.
     type: bool
     default: false
-  pgbouncer_hosts:
-    description:
-      - PgBouncer addresses (C(host) or C(host:port), port 6432 by default), one per lb;
-        their admin console is used.
-    type: list
-    elements: str
-    default: []
-  pgbouncer_username:
-    description: An admin user of PgBouncer (in its C(admin_users)).
-    type: str
-    default: pgbouncer_admin
-  pgbouncer_password:
-    description: Password of I(pgbouncer_username).
-    type: str
   pgbouncer_databases:
     description:
       - PgBouncer databases to pause (the read-write one). Every database is reconnected after
@@ -131,20 +98,29 @@ options:
     description:
       - HAProxy statistics pages (C(http://lb1:7000/)), one per lb. When given, PgBouncer is
         resumed only after every HAProxy routes I(haproxy_rw_backend) to the new leader alone.
-    type: list
-    elements: str
-    default: []
-  haproxy_stats_username:
-    description: User of the statistics page.
-    type: str
-    default: admin
-  haproxy_stats_password:
-    description: Password of the statistics page.
-    type: str
   haproxy_rw_backend:
     description: Name of HAProxy's read-write PostgreSQL backend.
     type: str
     default: postgres_rw
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks every precondition and returns the plan (the candidate, and whether it would first
+        make it the sync standby or wait for one) and the PgBouncer databases a run would resume,
+        without pausing, resuming, patching, scheduling or switching over.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    membership: [rtmx.ha.ha, rtmx.ha.patroni, rtmx.ha.haproxy]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - rtmx.ha.patroni
+  - rtmx.ha.pgbouncer
+  - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
 notes:
@@ -232,19 +208,17 @@ cluster:
   sample: {leader: pg2, timeline: 4}
 '''
 
-import csv
 import datetime
 import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.six.moves import http_client
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
-    HAPROXY_STATS_ARGS, HaproxyError, fetch_stats, routes_only_to)
+    fetch_stats, haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
-    PATRONI_CLIENT_ARGS, PatroniClient, PatroniError, member_api_base, plan_switchover, read_cluster)
+    PatroniClient, PatroniError, member_api_base, patroni_argument_spec, plan_switchover, read_cluster)
 from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import (
-    PGBOUNCER_ADMIN_ARGS, PgBouncerAdmin, PgError)
+    PgBouncerAdmin, PgError, pgbouncer_argument_spec)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
 
 
@@ -453,22 +427,13 @@ class Switchover(object):
 
     # HAProxy ---------------------------------------------------------------
     def haproxy_routes_to(self, address):
-        problems = []
-        for url in self.p['haproxy_stats_urls']:
-            try:
-                stats = fetch_stats(url, self.p['haproxy_stats_username'], self.p['haproxy_stats_password'],
-                                    self.p['timeout'])
-            except HaproxyError as exc:
-                problems.append(str(exc))
-                continue
-            except (http_client.HTTPException, csv.Error) as exc:
-                # A page cut short (HAProxy reloading) is one more poll, not the end of the switchover.
-                problems.append('%s: %s' % (url, exc))
-                continue
-            problem = routes_only_to(stats, self.p['haproxy_rw_backend'], address)
-            if problem:
-                problems.append('%s: %s' % (url, problem))
-        return problems
+        """Why not every HAProxy routes writes to `address` alone (a page cut short is one more poll).
+
+        fetch is this module's fetch_stats, looked up at each call, so tests can stand in for HAProxy.
+        """
+        p = self.p
+        return routing_problems(p['haproxy_stats_urls'], p['haproxy_stats_username'], p['haproxy_stats_password'],
+                                p['timeout'], [(p['haproxy_rw_backend'], address)], fetch=fetch_stats)[0]
 
     # The switchover --------------------------------------------------------
     def plan(self, info):
@@ -638,9 +603,9 @@ class Switchover(object):
 
 
 def argument_spec():
-    spec = dict(PATRONI_CLIENT_ARGS)
-    spec.update(PGBOUNCER_ADMIN_ARGS)
-    spec.update(HAPROXY_STATS_ARGS)
+    spec = patroni_argument_spec()
+    spec.update(pgbouncer_argument_spec())
+    spec.update(haproxy_stats_argument_spec())
     spec.update(
         candidate=dict(type='str'),
         max_lag=dict(type='int', default=1048576),
@@ -662,6 +627,8 @@ def main():
         argument_spec=argument_spec(),
         supports_check_mode=True,
     )
+    # Not required_if: it only asks whether an option was given, and pgbouncer_hosts always is
+    # (default []); an empty list or an empty password must be refused too.
     if module.params['pgbouncer_pause'] and not (module.params['pgbouncer_hosts'] and module.params['pgbouncer_password']):
         module.fail_json(msg='pgbouncer_pause needs pgbouncer_hosts (one per lb) and pgbouncer_password')
     for database in module.params['pgbouncer_databases']:

@@ -22,26 +22,9 @@ description:
   - With I(from_master), fails over only while that node is the master, so a second run is
     C(ok), unchanged. Check mode reports what would happen.
 options:
-  sentinels:
-    description: Sentinel addresses, C(host:port) (port 26379 when omitted). Give all of them.
-    type: list
-    elements: str
-    required: true
-  sentinel_password:
-    description: The Sentinels' C(requirepass).
-    type: str
-  master_name:
-    description: Name under which the Sentinels monitor the master.
-    type: str
-    default: rtmx
   redis_password:
     description: Password of the Redis nodes, to check their roles before and after.
-    type: str
     required: true
-  timeout:
-    description: Seconds to wait for each connection and reply.
-    type: int
-    default: 3
   from_master:
     description:
       - Fail over only when this C(host:port) is the current master; otherwise return unchanged.
@@ -54,21 +37,28 @@ options:
     type: int
     default: 60
   haproxy_stats_urls:
-    description: HAProxy statistics pages (C(http://lb1:7000/)), one per lb, to wait for routing.
-    type: list
-    elements: str
-    default: []
-  haproxy_stats_username:
-    description: User of the statistics page.
-    type: str
-    default: admin
-  haproxy_stats_password:
-    description: Password of the statistics page.
-    type: str
+    description:
+      - HAProxy statistics pages (C(http://lb1:7000/)), one per lb. When given, waits until every
+        HAProxy routes I(haproxy_redis_backend) to the new master alone.
   haproxy_redis_backend:
     description: Name of HAProxy's Redis backend.
     type: str
     default: redis
+attributes:
+  check_mode:
+    support: full
+    details: Checks every precondition and says which master it would fail over from, without C(SENTINEL FAILOVER).
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    membership: [rtmx.ha.ha, rtmx.ha.sentinel, rtmx.ha.haproxy]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - rtmx.ha.sentinel
+  - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
 notes:
@@ -125,9 +115,9 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
-    HAPROXY_STATS_ARGS, HaproxyError, fetch_stats, routes_only_to)
+    haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    SENTINEL_CLIENT_ARGS, RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, split_address)
+    RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, sentinel_argument_spec, split_address)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
 
 
@@ -144,16 +134,19 @@ def master_address(value):
     return '%s:%s' % (host, int(port))
 
 
-def main():
-    argument_spec = dict(SENTINEL_CLIENT_ARGS)
-    argument_spec.update(HAPROXY_STATS_ARGS)
-    argument_spec['redis_password'] = dict(type='str', no_log=True, required=True)
-    argument_spec.update(
+def argument_spec():
+    spec = sentinel_argument_spec(redis_password_required=True)
+    spec.update(haproxy_stats_argument_spec())
+    spec.update(
         from_master=dict(type='str'),
         failover_timeout=dict(type='int', default=60),
         haproxy_redis_backend=dict(type='str', default='redis'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     watch = Stopwatch()
     from_master = None
@@ -217,16 +210,8 @@ def main():
         module.fail_json(msg='the new master %s does not say role:master' % master, timings=timings)
 
     def haproxy_problems():
-        found = []
-        for url in p['haproxy_stats_urls']:
-            try:
-                problem = routes_only_to(fetch_stats(url, p['haproxy_stats_username'], p['haproxy_stats_password'],
-                                                     p['timeout']), p['haproxy_redis_backend'], master)
-            except HaproxyError as exc:
-                problem = str(exc)
-            if problem:
-                found.append('%s: %s' % (url, problem))
-        return found
+        return routing_problems(p['haproxy_stats_urls'], p['haproxy_stats_username'], p['haproxy_stats_password'],
+                                p['timeout'], [(p['haproxy_redis_backend'], master)])[0]
 
     if p['haproxy_stats_urls']:
         routed, dummy = poll(lambda: not haproxy_problems(), p['failover_timeout'], 0.2)

@@ -20,26 +20,20 @@ description:
     what the nodes themselves claim (a node claiming master that Sentinel does not name is a
     split-brain symptom).
   - Read only. Plain sockets; needs no Python library beyond Ansible's.
-options:
-  sentinels:
-    description: Sentinel addresses, C(host:port) (port 26379 when omitted). Give all of them.
-    type: list
-    elements: str
-    required: true
-  sentinel_password:
-    description: The Sentinels' C(requirepass).
-    type: str
-  master_name:
-    description: Name under which the Sentinels monitor the master.
-    type: str
-    default: rtmx
-  redis_password:
-    description: Password of the Redis nodes; when given, each node's own role is read too.
-    type: str
-  timeout:
-    description: Seconds to wait for each connection and reply.
-    type: int
-    default: 3
+attributes:
+  check_mode:
+    support: full
+    details: Read only; runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+  action_group:
+    membership: [rtmx.ha.ha, rtmx.ha.sentinel]
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
+  - rtmx.ha.sentinel
 author:
   - RTMX HA maintainers (@rtmx-ha)
 seealso:
@@ -130,11 +124,15 @@ redis:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    SENTINEL_CLIENT_ARGS, read_redis)
+    read_redis, sentinel_argument_spec)
+
+
+def argument_spec():
+    return sentinel_argument_spec()
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(SENTINEL_CLIENT_ARGS), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     p = module.params
     state = read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
     module.exit_json(changed=False, redis=state)
