@@ -83,10 +83,11 @@ lab-lifecycle-locked: venv image
 	pytest -q -p no:cacheprovider tests/lab
 
 .PHONY: lint
-lint: venv ## yamllint, ansible-lint (production profile), ruff on the sync server
+lint: venv ## yamllint, ansible-lint (production profile), ruff, changelog fragments
 	yamllint -s .
 	ansible-lint --profile production --strict
 	ruff check .
+	antsibull-changelog lint
 	cd sync_server && ruff check . && ruff format --check .
 
 .PHONY: packages
