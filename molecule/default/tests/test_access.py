@@ -26,6 +26,8 @@ from conftest import (
 
 testinfra_hosts = ["lb1"]
 
+VIP_FAILOVER_MAX_S = 15  # writes through the VIP again after HAProxy stops on the holder
+
 
 def pg_connect(dbname: str = "rtmx", timeout: int = 3):
     # PgBouncer 1.18 in transaction pooling: no server-side prepared statements.
@@ -178,7 +180,8 @@ def test_vip_moves_when_haproxy_stops_and_does_not_flap_back(lbs):
     with open(os.path.join(report_dir, "vip-failover.json"), "w", encoding="utf-8") as handle:
         json.dump(runs, handle, indent=2)
     print("VIP failover (HAProxy stopped on the holder):", runs)
-    assert all(run["write_unavailable_s"] < 60 for run in runs), runs
+    # Goal 5 s (keepalived advert_int 1 s, HAProxy check); the margin is for a loaded CI machine.
+    assert all(run["write_unavailable_s"] <= VIP_FAILOVER_MAX_S for run in runs), runs
 
 
 def test_haproxy_setting_change_reloads_never_restarts(lbs, project_dir, inventory):
