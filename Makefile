@@ -91,7 +91,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, changelog fragm
 	cd sync_server && ruff check . && ruff format --check .
 
 .PHONY: packages
-packages: ## Install the Debian packages the tests need (redis-server, postgresql-15)
+packages: ## Install the Debian packages the tests need (redis-server, postgresql-15, pgbouncer)
 	scripts/ensure-packages.sh @tests
 
 .PHONY: unit

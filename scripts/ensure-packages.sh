@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ensure-packages.sh [WHAT...]: install the Debian packages that are missing,
 # and nothing else. WHAT is a package name or one of these groups:
-#   @tests  redis-server, postgresql-15: the sync server's tests run real ones
+#   @tests  redis-server, postgresql-15, pgbouncer: the unit tests run real ones
 #   @venv   git (ansible-lint, scripts/sanity.sh), and python3-venv when
 #           $PYTHON (default python3) cannot create a virtualenv without it
 # Without WHAT: @tests. The one place that calls apt-get for `make`.
@@ -12,7 +12,7 @@ log() { printf 'ensure-packages: %s\n' "$*" >&2; }
 wanted=()
 for what in "${@:-@tests}"; do
   case "$what" in
-    @tests) wanted+=(redis-server postgresql-15) ;;
+    @tests) wanted+=(redis-server postgresql-15 pgbouncer) ;;
     @venv)
       # Decided by what works, not by dpkg: git may come from elsewhere, and a
       # pyenv or self-built Python has ensurepip, which Debian moves into

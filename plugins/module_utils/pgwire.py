@@ -1,24 +1,53 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, rtmx.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A minimal PostgreSQL wire-protocol client: simple queries, SCRAM-SHA-256/MD5 auth, optional TLS.
+"""PostgreSQL and PgBouncer's admin console through psycopg 3, SCRAM-SHA-256 only.
 
-Enough for PgBouncer's admin console (PAUSE, RESUME, RECONNECT, SHOW) and
-for the write check of ha_verify, with no driver needed on the node the
-module runs on.
+Enough for PgBouncer's admin console (PAUSE, RESUME, RECONNECT, SHOW) and for
+the write check of ha_verify. Every connection:
+
+- requires SCRAM-SHA-256 (libpq's require_auth=scram-sha-256, libpq >= 16):
+  libpq refuses a server that asks for a cleartext or MD5 password, or that
+  lets the client in without authentication, and checks the SCRAM server
+  signature before it accepts AuthenticationOk;
+- uses TLS as sslmode says, verifying the server certificate against
+  sslrootcert with verify-ca and verify-full (verify-full also checks the
+  host name);
+- runs in autocommit, never prepares a statement (prepare_threshold=None, for
+  PgBouncer's transaction pooling) and sends each query string with the simple
+  query protocol (a client-side cursor, no parameters), the only protocol the
+  admin console speaks.
+
+psycopg is imported the way community.postgresql does: when it is missing,
+HAS_PSYCOPG is False and the module fails with missing_required_lib('psycopg').
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
-import hashlib
-import hmac
-import os
+import math
 import socket
-import ssl
-import struct
+import threading
+import traceback
+
+PSYCOPG_IMPORT_ERROR = None
+try:
+    import psycopg
+    from psycopg import pq
+except ImportError:
+    psycopg = None
+    pq = None
+    HAS_PSYCOPG = False
+    PSYCOPG_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_PSYCOPG = True
+
+# What libpq's sslmode takes, without `allow` (plain text first, TLS only when refused).
+SSLMODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full']
+VERIFYING_SSLMODES = ('verify-ca', 'verify-full')
+# require_auth (refuse any authentication but SCRAM) appeared in libpq 16.
+MIN_LIBPQ = 160000
 
 
 class PgError(Exception):
@@ -29,199 +58,181 @@ class PgError(Exception):
         self.sqlstate = sqlstate
 
 
-def _cstr(value):
-    return value.encode('utf-8') + b'\x00'
+def _version_text(number):
+    return '%d.%d' % (number // 10000, number % 10000)
 
 
-def _xor(left, right):
-    return bytes(a ^ b for a, b in zip(bytearray(left), bytearray(right)))
+def libpq_problem():
+    """Why this psycopg cannot be used (too old, or a libpq that cannot require SCRAM), or None."""
+    if not HAS_PSYCOPG:
+        return 'the psycopg Python library (3.1 or later) is not installed'
+    if not hasattr(psycopg, 'ClientCursor'):
+        return 'psycopg %s is too old: 3.1 or later is needed' % getattr(psycopg, '__version__', '?')
+    version = pq.version()
+    if version < MIN_LIBPQ:
+        return ('psycopg uses libpq %s, which cannot require SCRAM-SHA-256 authentication (require_auth needs '
+                'libpq 16 or later): install psycopg[binary] (it bundles a recent libpq) or a newer libpq'
+                % _version_text(version))
+    return None
 
 
-class ScramClient(object):
-    """RFC 5802/7677 SCRAM-SHA-256 without channel binding, as PostgreSQL and PgBouncer speak it."""
+def _oneline(text):
+    return ' '.join(str(text).split())
 
-    def __init__(self, password, nonce=None, username=''):
-        # PostgreSQL ignores the SCRAM user name (it has the startup packet's); RFC vectors use one.
-        self.password = password
-        self.nonce = nonce or base64.b64encode(os.urandom(18)).decode('ascii')
-        self.first_bare = 'n=%s,r=%s' % (username, self.nonce)
-        self.server_signature = None
 
-    def first_message(self):
-        return ('n,,' + self.first_bare).encode('utf-8')
+def _describe(exc):
+    """A psycopg error as one line: `SEVERITY: message` for server errors, libpq's text otherwise."""
+    diag = getattr(exc, 'diag', None)
+    primary = getattr(diag, 'message_primary', None) if diag is not None else None
+    if primary:
+        return '%s: %s' % (getattr(diag, 'severity', None) or 'ERROR', primary)
+    text = _oneline(exc)
+    if 'authentication method requirement' in text:
+        text += (' (rtmx.ha authenticates with SCRAM-SHA-256 only: use scram-sha-256 in pg_hba.conf or '
+                 "PgBouncer's auth_type, and store the password with password_encryption = scram-sha-256)")
+    return text
 
-    def final_message(self, server_first):
-        server_first = server_first.decode('utf-8')
-        attrs = dict(item.split('=', 1) for item in server_first.split(','))
-        if not attrs['r'].startswith(self.nonce):
-            raise PgError('SCRAM: the server nonce does not extend ours')
-        salt = base64.b64decode(attrs['s'])
-        iterations = int(attrs['i'])
-        salted = hashlib.pbkdf2_hmac('sha256', self.password.encode('utf-8'), salt, iterations)
-        client_key = hmac.new(salted, b'Client Key', hashlib.sha256).digest()
-        stored_key = hashlib.sha256(client_key).digest()
-        without_proof = 'c=biws,r=' + attrs['r']
-        auth_message = ','.join((self.first_bare, server_first, without_proof)).encode('utf-8')
-        signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
-        proof = base64.b64encode(_xor(client_key, signature)).decode('ascii')
-        server_key = hmac.new(salted, b'Server Key', hashlib.sha256).digest()
-        self.server_signature = base64.b64encode(
-            hmac.new(server_key, auth_message, hashlib.sha256).digest()).decode('ascii')
-        return (without_proof + ',p=' + proof).encode('utf-8')
 
-    def verify(self, server_final):
-        attrs = dict(item.split('=', 1) for item in server_final.decode('utf-8').split(','))
-        if attrs.get('v') != self.server_signature:
-            raise PgError('SCRAM: the server signature is wrong (not the server we meant?)')
+class _Watchdog(object):
+    """Cuts the connection's socket when a query has no answer after `seconds`.
+
+    psycopg waits for the server without a time limit; shutting the socket down makes libpq see
+    the connection closed, so the waiting query fails at once and the connection is dropped
+    (as the socket timeout of a plain client would). Works for PostgreSQL and for PgBouncer's
+    admin console alike (a PAUSE waiting for transactions), without a cancel request.
+    """
+
+    def __init__(self, conn, seconds):
+        self.conn = conn
+        self.fired = False
+        self.lock = threading.Lock()
+        self.done = False
+        self.timer = None
+        if seconds:
+            self.timer = threading.Timer(seconds, self.fire)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def fire(self):
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            try:
+                sock = socket.fromfd(self.conn.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM)
+            except Exception:  # pylint: disable=broad-except
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, socket.error):
+                pass
+            finally:
+                sock.close()
+
+    def stop(self):
+        # Under the lock: once stop() returns, fire() cannot touch a socket the caller then closes.
+        with self.lock:
+            self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def _result_rows(cur):
+    """The current result of the cursor as dicts of text values (as the server sent them), or None without rows."""
+    if cur.description is None:
+        return None
+    res = cur.pgresult
+    columns = [res.fname(i).decode('utf-8', 'replace') for i in range(res.nfields)]
+    rows = []
+    for row in range(res.ntuples):
+        values = []
+        for col in range(res.nfields):
+            value = res.get_value(row, col)
+            values.append(None if value is None else bytes(value).decode('utf-8', 'replace'))
+        rows.append(dict(zip(columns, values)))
+    return rows
 
 
 class PgConnection(object):
+    """One connection to PostgreSQL or PgBouncer; a context manager.
+
+    sslmode is one of SSLMODES; with verify-ca or verify-full, sslrootcert (a CA file, or
+    `system` for the system's trusted CAs, verify-full only) must be given.
+    """
+
     def __init__(self, host, port, user, password=None, database=None, timeout=5, sslmode='prefer',
-                 application_name='rtmx.ha'):
+                 application_name='rtmx.ha', sslrootcert=None):
         self.address = '%s:%s' % (host, port)
-        self.params = {}
+        self.timeout = timeout
+        self.conn = None
+        problem = libpq_problem()
+        if problem:
+            raise PgError('cannot connect to %s: %s' % (self.address, problem))
+        if sslmode not in SSLMODES:
+            raise PgError('cannot connect to %s: sslmode %r is not one of %s'
+                          % (self.address, sslmode, ', '.join(SSLMODES)))
+        if sslmode in VERIFYING_SSLMODES and not sslrootcert:
+            raise PgError('cannot connect to %s: sslmode=%s verifies the server certificate and needs the CA '
+                          'that signed it: give a CA file as sslrootcert' % (self.address, sslmode))
+        params = dict(
+            host=host,
+            port=int(port),
+            user=user,
+            dbname=database or user,
+            application_name=application_name,
+            sslmode=sslmode,
+            # Anything but SCRAM-SHA-256 (cleartext, MD5, no authentication at all) is refused by libpq,
+            # which also checks the server's SCRAM signature.
+            require_auth='scram-sha-256',
+            gssencmode='disable',
+            # libpq counts whole seconds and takes at least 2.
+            connect_timeout=max(2, int(math.ceil(timeout))) if timeout else 0,
+        )
+        if password is not None:
+            params['password'] = password
+        if sslrootcert:
+            params['sslrootcert'] = sslrootcert
         try:
-            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        except (OSError, socket.error) as exc:
-            raise PgError('cannot connect to PostgreSQL/PgBouncer at %s: %s' % (self.address, exc))
-        try:
-            if sslmode in ('prefer', 'require'):
-                self._negotiate_tls(host, sslmode)
-            self._startup(user, password, database or user, application_name)
-        except (OSError, socket.error, ssl.SSLError) as exc:
-            self.close()
-            raise PgError('%s: %s' % (self.address, exc))
-        except PgError:
-            self.close()
-            raise
-
-    def _negotiate_tls(self, host, sslmode):
-        self.sock.sendall(struct.pack('!ii', 8, 80877103))
-        answer = self._recv_exact(1)
-        if answer == b'S':
-            context = ssl.create_default_context()
-            # Like libpq's sslmode=prefer/require: encrypt, do not verify the certificate.
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            self.sock = context.wrap_socket(self.sock, server_hostname=host)
-        elif sslmode == 'require':
-            raise PgError('%s does not offer TLS (sslmode=require)' % self.address)
-
-    def _startup(self, user, password, database, application_name):
-        body = struct.pack('!i', 196608)
-        for key, value in (('user', user), ('database', database), ('application_name', application_name)):
-            body += _cstr(key) + _cstr(value)
-        body += b'\x00'
-        self.sock.sendall(struct.pack('!i', len(body) + 4) + body)
-        scram = None
-        while True:
-            kind, payload = self._message()
-            if kind == b'R':
-                code = struct.unpack('!i', payload[:4])[0]
-                if code == 0:
-                    continue
-                if password is None:
-                    raise PgError('%s asks for a password for user %r and none was given' % (self.address, user))
-                if code == 3:
-                    self._send(b'p', _cstr(password))
-                elif code == 5:
-                    salt = payload[4:8]
-                    inner = hashlib.md5((password + user).encode('utf-8')).hexdigest().encode('ascii')
-                    digest = 'md5' + hashlib.md5(inner + salt).hexdigest()
-                    self._send(b'p', _cstr(digest))
-                elif code == 10:
-                    mechanisms = payload[4:].split(b'\x00')
-                    if b'SCRAM-SHA-256' not in mechanisms:
-                        raise PgError('%s offers only %s' % (self.address, mechanisms))
-                    scram = ScramClient(password)
-                    first = scram.first_message()
-                    self._send(b'p', _cstr('SCRAM-SHA-256') + struct.pack('!i', len(first)) + first)
-                elif code == 11:
-                    self._send(b'p', scram.final_message(payload[4:]))
-                elif code == 12:
-                    scram.verify(payload[4:])
-                else:
-                    raise PgError('%s asks for an unsupported authentication method (%d)' % (self.address, code))
-            elif kind == b'S':
-                key, value = payload.split(b'\x00')[:2]
-                self.params[key.decode()] = value.decode()
-            elif kind == b'E':
-                raise self._error(payload)
-            elif kind == b'Z':
-                return
-
-    def _send(self, kind, payload):
-        self.sock.sendall(kind + struct.pack('!i', len(payload) + 4) + payload)
-
-    def _recv_exact(self, size):
-        data = b''
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                raise PgError('%s closed the connection' % self.address)
-            data += chunk
-        return data
-
-    def _message(self):
-        header = self._recv_exact(5)
-        kind, length = header[:1], struct.unpack('!i', header[1:])[0]
-        return kind, self._recv_exact(length - 4)
-
-    def _error(self, payload):
-        fields = {}
-        for item in payload.split(b'\x00'):
-            if item:
-                fields[item[:1]] = item[1:].decode('utf-8', 'replace')
-        return PgError('%s: %s: %s' % (self.address, fields.get(b'S', 'ERROR'), fields.get(b'M', '')),
-                       sqlstate=fields.get(b'C'))
+            self.conn = psycopg.connect(autocommit=True, prepare_threshold=None, cursor_factory=psycopg.ClientCursor,
+                                        **params)
+        except psycopg.Error as exc:
+            raise PgError('cannot connect to PostgreSQL/PgBouncer at %s: %s' % (self.address, _describe(exc)),
+                          sqlstate=getattr(exc, 'sqlstate', None))
 
     def query(self, sql, timeout=None):
-        """Run a simple query (may hold several statements); returns the last statement's rows as dicts."""
+        """Run a simple query (may hold several statements); returns the last statement's rows as dicts.
+
+        Values are text, as the server sent them, or None. Without an answer within `timeout`
+        seconds (default: the connection's timeout; 0 waits forever) the connection is dropped
+        and PgError raised.
+        """
+        limit = self.timeout if timeout is None else timeout
+        watchdog = _Watchdog(self.conn, limit)
         try:
-            if timeout is not None:
-                self.sock.settimeout(timeout)
-            self._send(b'Q', _cstr(sql))
-            rows, columns, errors = [], [], []
-            while True:
-                kind, payload = self._message()
-                if kind == b'T':
-                    count = struct.unpack('!h', payload[:2])[0]
-                    columns, pos = [], 2
-                    for dummy in range(count):
-                        end = payload.index(b'\x00', pos)
-                        columns.append(payload[pos:end].decode('utf-8'))
-                        pos = end + 1 + 18
-                    rows = []
-                elif kind == b'D':
-                    count = struct.unpack('!h', payload[:2])[0]
-                    values, pos = [], 2
-                    for dummy in range(count):
-                        size = struct.unpack('!i', payload[pos:pos + 4])[0]
-                        pos += 4
-                        if size < 0:
-                            values.append(None)
-                        else:
-                            values.append(payload[pos:pos + size].decode('utf-8', 'replace'))
-                            pos += size
-                    rows.append(dict(zip(columns, values)))
-                elif kind == b'E':
-                    errors.append(self._error(payload))
-                elif kind == b'Z':
-                    if errors:
-                        raise errors[0]
-                    return rows
-        except (OSError, socket.error, ssl.SSLError) as exc:
-            raise PgError('%s: %s' % (self.address, exc))
+            rows = []
+            with self.conn.cursor() as cur:
+                # No parameters and prepare=False: a simple Query message (PQsendQuery).
+                cur.execute(sql, prepare=False)
+                while True:
+                    found = _result_rows(cur)
+                    if found is not None:
+                        rows = found
+                    if not cur.nextset():
+                        break
+            return rows
+        except psycopg.Error as exc:
+            if watchdog.fired:
+                raise PgError('%s: no answer within %ss' % (self.address, limit))
+            raise PgError('%s: %s' % (self.address, _describe(exc)), sqlstate=getattr(exc, 'sqlstate', None))
+        finally:
+            watchdog.stop()
 
     def close(self):
-        try:
-            self._send(b'X', b'')
-        except Exception:  # pylint: disable=broad-except
-            pass
-        try:
-            self.sock.close()
-        except (OSError, socket.error):
-            pass
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
 
     def __enter__(self):
         return self
@@ -245,21 +256,24 @@ def pgbouncer_argument_spec():
         pgbouncer_hosts=dict(type='list', elements='str', default=[]),
         pgbouncer_username=dict(type='str', default='pgbouncer_admin'),
         pgbouncer_password=dict(type='str', no_log=True),
+        pgbouncer_sslmode=dict(type='str', default='prefer', choices=SSLMODES, aliases=['pg_sslmode']),
+        pgbouncer_sslrootcert=dict(type='path', aliases=['pg_sslrootcert']),
     )
 
 
 class PgBouncerAdmin(object):
     """The admin console (database `pgbouncer`) of one PgBouncer."""
 
-    def __init__(self, address, username, password, timeout=5):
+    def __init__(self, address, username, password, timeout=5, sslmode='prefer', sslrootcert=None):
         host, _sep, port = address.rpartition(':') if ':' in address else (address, '', '6432')
         self.address = '%s:%s' % (host, port)
         self.host, self.port = host, int(port)
         self.username, self.password, self.timeout = username, password, timeout
+        self.sslmode, self.sslrootcert = sslmode, sslrootcert
 
     def run(self, command, timeout=None):
         with PgConnection(self.host, self.port, self.username, self.password, 'pgbouncer',
-                          timeout=self.timeout) as conn:
+                          timeout=self.timeout, sslmode=self.sslmode, sslrootcert=self.sslrootcert) as conn:
             return conn.query(command, timeout=timeout or self.timeout)
 
     def databases(self):

@@ -1,10 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, rtmx.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A small RESP2 client for Redis and Sentinel, and the decisions taken on their answers.
+"""Redis and Sentinel through redis-py, and the decisions taken on their answers.
 
-Plain sockets on purpose: the modules run on any node (nodes are often
-air-gapped) without the redis Python package.
+redis-py is imported the way community.postgresql imports psycopg: when it is
+missing, HAS_REDIS is False and the module fails with missing_required_lib('redis').
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,6 +12,32 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import socket
+import traceback
+
+REDIS_IMPORT_ERROR = None
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:
+    redis = None
+    HAS_REDIS = False
+    REDIS_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_REDIS = True
+
+
+def redis_problem():
+    """Why this redis-py cannot be used (missing, older than 5), or None."""
+    if not HAS_REDIS:
+        return 'the redis Python library (redis-py 5 or later) is not installed'
+    try:
+        major = int(str(getattr(redis, '__version__', '0')).split('.', 1)[0])
+    except ValueError:
+        return None
+    if major < 5:
+        return 'redis-py %s is too old: 5 or later is needed' % redis.__version__
+    return None
 
 
 def sentinel_argument_spec(required=True, redis_password_required=False):
@@ -57,27 +83,53 @@ def split_address(address, default_port):
     return address, int(default_port)
 
 
+def _reply_text(exc):
+    """An error reply as the server sent it (redis-py takes the code off the ones it knows)."""
+    text = str(exc)
+    code = getattr(exc, 'status_code', None)
+    if code and not text.startswith(code):
+        text = '%s %s' % (code, text)
+    return text
+
+
+def _argument(value):
+    if isinstance(value, (bytes, str, int, float)) and not isinstance(value, bool):
+        return value
+    return str(value)
+
+
 class RedisConnection(object):
+    """One connection to a Redis node or Sentinel (AUTH on connect); a context manager.
+
+    command() returns the reply as the server sent it, decoded (no redis-py response callbacks),
+    so the parsers here read the same with every redis-py version: INFO is text, SENTINEL
+    replies flat lists. An error reply raises RedisReplyError; nothing is retried.
+    """
+
     def __init__(self, host, port, password=None, timeout=3, username=None):
         self.address = '%s:%s' % (host, port)
+        self.client = None
+        problem = redis_problem()
+        if problem:
+            raise RedisError('cannot connect to %s: %s' % (self.address, problem))
         try:
-            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        except (OSError, socket.error) as exc:
+            # single_connection_client: connects (and AUTHs) now, so a refusal is known here.
+            self.client = redis.Redis(host=host, port=int(port), password=password or None, username=username or None,
+                                      socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2,
+                                      decode_responses=True, encoding_errors='replace',
+                                      retry=Retry(NoBackoff(), 0), single_connection_client=True)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+            raise RedisError('%s refused the password: %s' % (self.address, _reply_text(exc)))
+        except (redis.exceptions.RedisError, OSError, socket.error) as exc:
             raise RedisError('cannot connect to %s: %s' % (self.address, exc))
-        self.buf = b''
-        if password:
-            args = ['AUTH', username, password] if username else ['AUTH', password]
-            try:
-                self.command(*args)
-            except RedisReplyError as exc:
-                self.close()
-                raise RedisError('%s refused the password: %s' % (self.address, exc))
+        self.client.response_callbacks = {}
 
     def close(self):
-        try:
-            self.sock.close()
-        except (OSError, socket.error):
-            pass
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
 
     def __enter__(self):
         return self
@@ -86,51 +138,13 @@ class RedisConnection(object):
         self.close()
 
     def command(self, *args):
-        parts = [b'*%d\r\n' % len(args)]
-        for arg in args:
-            if not isinstance(arg, bytes):
-                arg = str(arg).encode('utf-8')
-            parts.append(b'$%d\r\n%s\r\n' % (len(arg), arg))
         try:
-            self.sock.sendall(b''.join(parts))
-            return self._reply()
-        except (OSError, socket.error) as exc:
+            return self.client.execute_command(*[_argument(arg) for arg in args])
+        except (redis.exceptions.ResponseError, redis.exceptions.AuthenticationError) as exc:
+            # AuthenticationError: NOAUTH or WRONGPASS, an error reply as well.
+            raise RedisReplyError(_reply_text(exc))
+        except (redis.exceptions.RedisError, OSError, socket.error) as exc:
             raise RedisError('%s: %s' % (self.address, exc))
-
-    def _line(self):
-        while b'\r\n' not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RedisError('%s closed the connection' % self.address)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b'\r\n', 1)
-        return line
-
-    def _exact(self, size):
-        while len(self.buf) < size + 2:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RedisError('%s closed the connection' % self.address)
-            self.buf += chunk
-        data, self.buf = self.buf[:size], self.buf[size + 2:]
-        return data
-
-    def _reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b'+':
-            return rest.decode('utf-8', 'replace')
-        if kind == b'-':
-            raise RedisReplyError(rest.decode('utf-8', 'replace'))
-        if kind == b':':
-            return int(rest)
-        if kind == b'$':
-            size = int(rest)
-            return None if size < 0 else self._exact(size).decode('utf-8', 'replace')
-        if kind == b'*':
-            size = int(rest)
-            return None if size < 0 else [self._reply() for dummy in range(size)]
-        raise RedisError('%s sent an unknown reply type %r' % (self.address, line[:20]))
 
 
 def parse_info(text):

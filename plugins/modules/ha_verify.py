@@ -62,10 +62,21 @@ options:
     description: Password of I(pg_user).
     type: str
   pg_sslmode:
-    description: C(disable), C(prefer) or C(require), as libpq.
+    description:
+      - TLS towards I(pg_host), as libpq's C(sslmode). C(prefer) uses TLS when the server offers
+        it and C(require) insists on it, neither verifies the certificate; C(verify-ca) verifies it
+        against I(pg_sslrootcert), C(verify-full) also checks that it names I(pg_host).
+      - Whatever the mode, the password is only ever used for SCRAM-SHA-256, which also proves
+        that the server knows it; a server asking for anything else is refused.
     type: str
     default: prefer
-    choices: [disable, prefer, require]
+    choices: [disable, prefer, require, verify-ca, verify-full]
+  pg_sslrootcert:
+    description:
+      - CA certificate file (PEM) that signed the certificate of I(pg_host), on the host running
+        the module. Required with I(pg_sslmode=verify-ca) or I(pg_sslmode=verify-full); C(system)
+        takes the system's trusted CAs (with C(verify-full) only).
+    type: path
   pg_write_table:
     description: Table (created when missing) holding the single row the check upserts.
     type: str
@@ -142,7 +153,12 @@ extends_documentation_fragment:
   - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
+requirements:
+  - psycopg >= 3.1 with libpq >= 16 (C(psycopg[binary]) bundles one), for C(postgres_write)
+  - redis >= 5 (redis-py), for C(redis_sentinels) and C(redis_write)
 notes:
+  - Connects to PostgreSQL/PgBouncer with SCRAM-SHA-256 only (libpq's C(require_auth)); a server
+    that asks for an MD5 or cleartext password, or for none, fails C(postgres_write).
   - Writes one row to I(pg_write_table) and one short-lived key (C(rtmx:ha_verify:*), expires
     after 60 s) to Redis each time it checks. In check mode it skips these writes and runs the rest.
 seealso:
@@ -215,16 +231,18 @@ import os
 import re
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import open_url
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
     down_servers, haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
     PatroniClient, PatroniError, health_problems as patroni_problems, patroni_argument_spec, read_cluster)
-from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import PgConnection, PgError, quote_ident
+from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import (
+    HAS_PSYCOPG, PSYCOPG_IMPORT_ERROR, SSLMODES, PgConnection, PgError, libpq_problem, quote_ident)
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    RedisConnection, RedisError, read_redis, sentinel_argument_spec, split_address)
+    HAS_REDIS, REDIS_IMPORT_ERROR, RedisConnection, RedisError, read_redis, redis_problem, sentinel_argument_spec,
+    split_address)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch
 
 
@@ -269,7 +287,8 @@ class Verifier(object):
                % (table, table))
         try:
             with PgConnection(p['pg_host'], p['pg_port'], p['pg_user'], p['pg_password'], p['pg_database'],
-                              timeout=p['timeout'], sslmode=p['pg_sslmode'], application_name='rtmx.ha.ha_verify') as conn:
+                              timeout=p['timeout'], sslmode=p['pg_sslmode'], sslrootcert=p['pg_sslrootcert'],
+                              application_name='rtmx.ha.ha_verify') as conn:
                 if self.module.check_mode:
                     rows = conn.query('SELECT host(inet_server_addr()) AS server, pg_is_in_recovery()::text AS recovery')
                 else:
@@ -418,7 +437,8 @@ def argument_spec():
         pg_database=dict(type='str', default='rtmx'),
         pg_user=dict(type='str', default='rtmx'),
         pg_password=dict(type='str', no_log=True),
-        pg_sslmode=dict(type='str', default='prefer', choices=['disable', 'prefer', 'require']),
+        pg_sslmode=dict(type='str', default='prefer', choices=list(SSLMODES)),
+        pg_sslrootcert=dict(type='path'),
         pg_write_table=dict(type='str', default='rtmx_ha_verify'),
         redis_host=dict(type='str'),
         redis_port=dict(type='int', default=6379),
@@ -439,7 +459,18 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
+        required_if=[('pg_sslmode', 'verify-ca', ['pg_sslrootcert']), ('pg_sslmode', 'verify-full', ['pg_sslrootcert'])],
     )
+    if module.params['pg_host']:
+        if not HAS_PSYCOPG:
+            module.fail_json(msg=missing_required_lib('psycopg'), exception=PSYCOPG_IMPORT_ERROR)
+        if libpq_problem():
+            module.fail_json(msg='pg_host needs psycopg: %s' % libpq_problem())
+    if module.params['sentinels']:
+        if not HAS_REDIS:
+            module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
+        if redis_problem():
+            module.fail_json(msg='sentinels needs redis-py: %s' % redis_problem())
     if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', module.params['pg_write_table']):
         module.fail_json(msg='pg_write_table %r is not a plain table name' % module.params['pg_write_table'])
     verifier = Verifier(module)

@@ -123,9 +123,14 @@ extends_documentation_fragment:
   - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
+requirements:
+  - psycopg >= 3.1 with libpq >= 16 (C(psycopg[binary]) bundles one), for I(pgbouncer_pause)
 notes:
   - Run it once (C(run_once)) from a host that reaches every member's REST port and every
-    PgBouncer; it needs no Python library beyond Ansible's.
+    PgBouncer.
+  - Logs in to PgBouncer's admin console with SCRAM-SHA-256 only (PgBouncer's
+    C(auth_type = scram-sha-256)); a PgBouncer asking for an MD5 or cleartext password, or for
+    none, is refused.
   - Without I(pgbouncer_pause), clients see failed writes while the leader changes.
 seealso:
   - module: rtmx.ha.patroni_info
@@ -212,13 +217,13 @@ import datetime
 import re
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
     fetch_stats, haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.patroni import (
     PatroniClient, PatroniError, member_api_base, patroni_argument_spec, plan_switchover, read_cluster)
 from ansible_collections.rtmx.ha.plugins.module_utils.pgwire import (
-    PgBouncerAdmin, PgError, pgbouncer_argument_spec)
+    HAS_PSYCOPG, PSYCOPG_IMPORT_ERROR, PgBouncerAdmin, PgError, libpq_problem, pgbouncer_argument_spec)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
 
 
@@ -254,7 +259,8 @@ class Switchover(object):
         self.p = p
         self.client = PatroniClient(p['patroni_urls'], p['patroni_username'], p['patroni_password'],
                                     p['timeout'], p['validate_certs'], p['ca_path'])
-        self.bouncers = [PgBouncerAdmin(h, p['pgbouncer_username'], p['pgbouncer_password'], p['timeout'])
+        self.bouncers = [PgBouncerAdmin(h, p['pgbouncer_username'], p['pgbouncer_password'], p['timeout'],
+                                        sslmode=p['pgbouncer_sslmode'], sslrootcert=p['pgbouncer_sslrootcert'])
                          for h in p['pgbouncer_hosts']] if p['pgbouncer_pause'] else []
         self.pausing = False
         self.restore_sync = (False, None)
@@ -626,11 +632,18 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
+        required_if=[('pgbouncer_sslmode', 'verify-ca', ['pgbouncer_sslrootcert']),
+                     ('pgbouncer_sslmode', 'verify-full', ['pgbouncer_sslrootcert'])],
     )
     # Not required_if: it only asks whether an option was given, and pgbouncer_hosts always is
     # (default []); an empty list or an empty password must be refused too.
     if module.params['pgbouncer_pause'] and not (module.params['pgbouncer_hosts'] and module.params['pgbouncer_password']):
         module.fail_json(msg='pgbouncer_pause needs pgbouncer_hosts (one per lb) and pgbouncer_password')
+    if module.params['pgbouncer_pause']:
+        if not HAS_PSYCOPG:
+            module.fail_json(msg=missing_required_lib('psycopg'), exception=PSYCOPG_IMPORT_ERROR)
+        if libpq_problem():
+            module.fail_json(msg='pgbouncer_pause needs psycopg: %s' % libpq_problem())
     for database in module.params['pgbouncer_databases']:
         if not re.match(r'^[A-Za-z0-9_]+$', database):
             module.fail_json(msg='pgbouncer_databases: %r is not a plain database name' % database)

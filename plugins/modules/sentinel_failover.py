@@ -61,6 +61,8 @@ extends_documentation_fragment:
   - rtmx.ha.haproxy_stats
 author:
   - RTMX HA maintainers (@rtmx-ha)
+requirements:
+  - redis >= 5 (redis-py)
 notes:
   - Clients connected through HAProxy lose their connection when the master changes
     (C(on-marked-down shutdown-sessions)) and must reconnect; writes acknowledged by the old
@@ -113,11 +115,12 @@ redis:
 
 import re
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rtmx.ha.plugins.module_utils.haproxy_stats import (
     haproxy_stats_argument_spec, routing_problems)
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, sentinel_argument_spec, split_address)
+    HAS_REDIS, REDIS_IMPORT_ERROR, RedisConnection, RedisError, healthy_replicas, query_redis, read_redis, redis_problem,
+    sentinel_argument_spec, split_address)
 from ansible_collections.rtmx.ha.plugins.module_utils.timing import Stopwatch, poll
 
 
@@ -147,6 +150,10 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_REDIS:
+        module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
+    if redis_problem():
+        module.fail_json(msg=redis_problem())
     p = module.params
     watch = Stopwatch()
     from_master = None

@@ -19,7 +19,7 @@ description:
   - With I(redis_password), also asks each Redis node for C(INFO replication), so the answer shows
     what the nodes themselves claim (a node claiming master that Sentinel does not name is a
     split-brain symptom).
-  - Read only. Plain sockets; needs no Python library beyond Ansible's.
+  - Read only.
 attributes:
   check_mode:
     support: full
@@ -36,6 +36,8 @@ extends_documentation_fragment:
   - rtmx.ha.sentinel
 author:
   - RTMX HA maintainers (@rtmx-ha)
+requirements:
+  - redis >= 5 (redis-py)
 seealso:
   - module: rtmx.ha.sentinel_failover
   - module: rtmx.ha.ha_verify
@@ -122,9 +124,9 @@ redis:
       sample: []
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.rtmx.ha.plugins.module_utils.redis_client import (
-    read_redis, sentinel_argument_spec)
+    HAS_REDIS, REDIS_IMPORT_ERROR, read_redis, redis_problem, sentinel_argument_spec)
 
 
 def argument_spec():
@@ -133,6 +135,10 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_REDIS:
+        module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
+    if redis_problem():
+        module.fail_json(msg=redis_problem())
     p = module.params
     state = read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
     module.exit_json(changed=False, redis=state)
