@@ -225,18 +225,50 @@ def query_redis(address, password, timeout):
     return result
 
 
+def majority_master(named, sentinels_total):
+    """The one rule for "the master": what more than half of all Sentinels (reachable or not) name.
+
+    named: the master each answering Sentinel names. Returns (master or None, votes, majority)."""
+    majority = sentinels_total // 2 + 1
+    votes = {}
+    for master in named:
+        votes[master] = votes.get(master, 0) + 1
+    winners = [m for m, count in votes.items() if count >= majority]
+    return (winners[0] if winners else None), votes, majority
+
+
+def choose_master(sentinel_named, sentinels_total, node_roles, members, initial_master, deployed):
+    """Which inventory host is the Redis master, for the roles (tasks/discover_master.yml).
+
+    sentinel_named: the master address (host, no port) each answering Sentinel names;
+    node_roles: {host: INFO replication text or None}; members: {address: host};
+    deployed: whether any node already carries the role's configuration.
+    A majority of Sentinels decides; without one, the only node that is master with connected
+    replicas; a brand-new deployment (no role, no replica anywhere) takes initial_master.
+    Returns {'master': host or '', 'reason': text}."""
+    master, _votes, _majority = majority_master(sentinel_named, sentinels_total)
+    if master is not None and master in members:
+        count = len([m for m in sentinel_named if m == master])
+        return {'master': members[master], 'reason': '%d of %d Sentinels name it' % (count, sentinels_total)}
+    masters, replicas = [], []
+    for host in members.values():
+        info = parse_info(node_roles.get(host) or '')
+        if info.get('role') == 'slave':
+            replicas.append(host)
+        elif info.get('role') == 'master' and info.get('connected_slaves') != '0':
+            masters.append(host)
+    if len(masters) == 1:
+        return {'master': masters[0], 'reason': 'the only node with connected replicas (no Sentinel majority)'}
+    if not masters and not replicas and not deployed:
+        return {'master': initial_master, 'reason': 'new deployment: redis_initial_master'}
+    return {'master': '', 'reason': 'no Sentinel majority and the nodes do not agree'}
+
+
 def describe_sentinels(answers):
     """Combine each Sentinel's answer: the master they name and whether they agree."""
     reachable = [a for a in answers if a['reachable'] and a['master']]
     masters = sorted(set(a['master'] for a in reachable))
-    majority = len(answers) // 2 + 1
-    votes = {}
-    for a in reachable:
-        votes[a['master']] = votes.get(a['master'], 0) + 1
-    master = None
-    for address, count in votes.items():
-        if count >= majority:
-            master = address
+    master, votes, majority = majority_master([a['master'] for a in reachable], len(answers))
     replicas = []
     if master:
         for a in reachable:
