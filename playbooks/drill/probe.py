@@ -134,21 +134,24 @@ class Probe:
                 await close_quietly(conn)
 
     async def leader_watcher(self) -> None:
-        def ask() -> str | None:
-            for url in self.cfg["patroni_urls"]:
-                try:
-                    with urllib.request.urlopen(url.rstrip("/") + "/cluster", timeout=1) as answer:
-                        members = json.load(answer).get("members", [])
-                    leaders = [m["name"] for m in members if m.get("role") in ("leader", "master")
-                               and m.get("state") == "running"]
-                    return leaders[0] if len(leaders) == 1 else None
-                except (OSError, ValueError):
-                    continue
-            return None
+        """The leader a majority of Patroni members name: an isolated member keeps a stale view of the
+        cluster (its last DCS read), so no single member's answer is the cluster's."""
+        urls = self.cfg["patroni_urls"]
+
+        def ask(url: str) -> str | None:
+            try:
+                with urllib.request.urlopen(url.rstrip("/") + "/cluster", timeout=1) as answer:
+                    members = json.load(answer).get("members", [])
+            except (OSError, ValueError):
+                return None
+            leaders = [m["name"] for m in members if m.get("role") in ("leader", "master")
+                       and m.get("state") == "running"]
+            return leaders[0] if len(leaders) == 1 else None
 
         while not self.stop.is_set():
             now = time.time()
-            self.leaders.append([now, await asyncio.to_thread(ask)])
+            named = await asyncio.gather(*(asyncio.to_thread(ask, url) for url in urls))
+            self.leaders.append([now, majority_leader(named, len(urls))])
             await asyncio.sleep(0.25)
 
     # Redis -----------------------------------------------------------------
@@ -325,6 +328,15 @@ class Probe:
             "sync_clients": [{k: v for k, v in c.items() if k != "client"} for c in self.sync_clients],
             "final": final,
         }
+
+
+def majority_leader(named: list, total: int) -> str | None:
+    """The name more than half of all `total` members give (None for no answer), else None."""
+    votes: dict[str, int] = {}
+    for name in named:
+        if name:
+            votes[name] = votes.get(name, 0) + 1
+    return next((name for name, count in votes.items() if count > total // 2), None)
 
 
 async def close_quietly(conn) -> None:

@@ -90,3 +90,16 @@ def test_every_catalogued_drill_has_expectations_in_catalogue_order():
     playbook = (ROOT / "playbooks" / "failover-drill.yml").read_text()
     catalog = re.search(r"drill_catalog:\n((?:\s+- \w+\n)+)", playbook).group(1).split()
     assert [name for name in catalog if name != "-"] == list(checks.EXPECTATIONS)
+
+
+def test_the_probe_takes_the_leader_a_majority_of_members_name():
+    spec = importlib.util.spec_from_file_location("drill_probe", ROOT / "playbooks" / "drill" / "probe.py")
+    probe_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe_module)
+    majority_leader = probe_module.majority_leader
+    assert majority_leader(["pg1", "pg1", "pg1"], 3) == "pg1"
+    # The isolated old leader still names itself; the two others already name the new one.
+    assert majority_leader(["pg1", "pg2", "pg2"], 3) == "pg2"
+    assert majority_leader(["pg1", None, None], 3) is None  # one member is no majority
+    assert majority_leader([None, "pg2", "pg2"], 3) == "pg2"  # the dead leader does not answer
+    assert majority_leader(["pg1", "pg2", None], 3) is None
