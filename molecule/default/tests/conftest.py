@@ -73,7 +73,7 @@ def playbook_env(project_dir) -> dict:
 
 
 def playbook_process(project_dir, inventory, path: str, *args: str) -> subprocess.Popen:
-    """Start a playbook in its own process group (os.killpg kills it with every module it runs)."""
+    """Start a playbook in a session of its own (its workers start their own: see kill_tree)."""
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     return subprocess.Popen([ansible_playbook, "-i", os.path.dirname(inventory), str(project_dir / path), *args],
                             env=playbook_env(project_dir), cwd=project_dir, stdout=subprocess.DEVNULL,
@@ -99,8 +99,20 @@ def playbook(project_dir, inventory, path: str, *args: str, timeout: int = 900, 
         output = out_path.read_text(encoding="utf-8", errors="replace")
     if check:
         where = f" (full log: {log})" if log else ""
-        assert rc == 0, f"{path} {'timed out after %d s' % timeout if rc is None else 'failed'}{where}:\n" + output[-4000:]
+        assert rc == 0, (f"{path} {'timed out after %d s' % timeout if rc is None else 'failed'}{where}:\n"
+                         + failed_tasks(output) + "\n...\n" + output[-1500:])
     return output
+
+
+def failed_tasks(output: str, lines_each: int = 30) -> str:
+    """The failed tasks of a playbook's output, each with its message (the recap alone says nothing)."""
+    lines = output.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith(("fatal:", "failed:")) or "FAILED!" in line:
+            task = next((lines[j] for j in range(i, -1, -1) if lines[j].startswith("TASK [")), "")
+            found.append("\n".join([task, *lines[i:i + lines_each]]))
+    return "\n".join(found[-3:]) or "(no failed task in the output)"
 
 
 def run_site(project_dir, inventory, *args: str, timeout: int = 900) -> str:
