@@ -67,7 +67,8 @@ def libpq_problem():
     if not HAS_PSYCOPG:
         return 'the psycopg Python library (3.1 or later) is not installed'
     if not hasattr(psycopg, 'ClientCursor'):
-        return 'psycopg %s is too old: 3.1 or later is needed' % getattr(psycopg, '__version__', '?')
+        return ('psycopg %s is too old: 3.1 or later is needed (on the host running the module: '
+                'pip install -r requirements.txt of rtmx.ha)' % getattr(psycopg, '__version__', '?'))
     version = pq.version()
     if version < MIN_LIBPQ:
         return ('psycopg uses libpq %s, which cannot require SCRAM-SHA-256 authentication (require_auth needs '

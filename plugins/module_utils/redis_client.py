@@ -36,7 +36,8 @@ def redis_problem():
     except ValueError:
         return None
     if major < 5:
-        return 'redis-py %s is too old: 5 or later is needed' % redis.__version__
+        return ('redis-py %s is too old: 5 or later is needed (on the host running the module: '
+                'pip install -r requirements.txt of rtmx.ha)' % redis.__version__)
     return None
 
 

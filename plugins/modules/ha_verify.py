@@ -464,13 +464,15 @@ def main():
     if module.params['pg_host']:
         if not HAS_PSYCOPG:
             module.fail_json(msg=missing_required_lib('psycopg'), exception=PSYCOPG_IMPORT_ERROR)
-        if libpq_problem():
-            module.fail_json(msg='pg_host needs psycopg: %s' % libpq_problem())
+        problem = libpq_problem()
+        if problem:
+            module.fail_json(msg='pg_host needs psycopg: %s' % problem)
     if module.params['sentinels']:
         if not HAS_REDIS:
             module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
-        if redis_problem():
-            module.fail_json(msg='sentinels needs redis-py: %s' % redis_problem())
+        problem = redis_problem()
+        if problem:
+            module.fail_json(msg='sentinels needs redis-py: %s' % problem)
     if not re.match(r'^[A-Za-z_][A-Za-z0-9_]*$', module.params['pg_write_table']):
         module.fail_json(msg='pg_write_table %r is not a plain table name' % module.params['pg_write_table'])
     verifier = Verifier(module)

@@ -642,8 +642,9 @@ def main():
     if module.params['pgbouncer_pause']:
         if not HAS_PSYCOPG:
             module.fail_json(msg=missing_required_lib('psycopg'), exception=PSYCOPG_IMPORT_ERROR)
-        if libpq_problem():
-            module.fail_json(msg='pgbouncer_pause needs psycopg: %s' % libpq_problem())
+        problem = libpq_problem()
+        if problem:
+            module.fail_json(msg='pgbouncer_pause needs psycopg: %s' % problem)
     for database in module.params['pgbouncer_databases']:
         if not re.match(r'^[A-Za-z0-9_]+$', database):
             module.fail_json(msg='pgbouncer_databases: %r is not a plain database name' % database)

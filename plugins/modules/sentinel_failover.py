@@ -152,8 +152,9 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if not HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
-    if redis_problem():
-        module.fail_json(msg=redis_problem())
+    problem = redis_problem()
+    if problem:
+        module.fail_json(msg=problem)
     p = module.params
     watch = Stopwatch()
     from_master = None

@@ -137,8 +137,9 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if not HAS_REDIS:
         module.fail_json(msg=missing_required_lib('redis'), exception=REDIS_IMPORT_ERROR)
-    if redis_problem():
-        module.fail_json(msg=redis_problem())
+    problem = redis_problem()
+    if problem:
+        module.fail_json(msg=problem)
     p = module.params
     state = read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
     module.exit_json(changed=False, redis=state)

@@ -27,9 +27,11 @@ def _load(name: str):
 
 
 checks, chaos = _load("checks"), _load("chaos")
-# Drills whose chaos pick chooses the node from a group (run_one.yml); the others hit the master / VIP holder.
+# Drills whose chaos pick chooses the node from a group (run_one.yml); redis_master_loss and lb_vip_loss
+# hit whichever node is the Redis master / VIP holder at that moment.
 PICKED_GROUP = {"planned_switchover": "postgres", "leader_node_loss": "postgres", "postgres_crash": "postgres",
-                "leader_partition": "postgres", "etcd_member_loss": "etcd", "sync_server_loss": "sync_server"}
+                "leader_partition": "postgres", "etcd_member_loss": "etcd", "sync_server_loss": "sync_server",
+                "sentinel_minority_loss": "redis_sentinel"}
 
 # The gating run replays one fixed series; `make drill DRILL_ARGS='-e chaos_faults=N'` draws any seed.
 CHAOS_SEED = os.environ.get("RTMX_CHAOS_SEED", "142")  # postgres_crash then etcd_member_loss, both on pg3
@@ -73,7 +75,7 @@ def test_seeded_chaos_series(project_dir, inventory):
     plan = chaos.draw(CHAOS_SEED, int(CHAOS_FAULTS), list(checks.EXPECTATIONS))
     assert report["seed"] == CHAOS_SEED and [d["drill"] for d in report["drills"]] == [f["drill"] for f in plan]
     # A replay hits the same nodes: the pick decides, not what earlier drills left.
-    groups = {"postgres": PG_HOSTS, "etcd": PG_HOSTS, "sync_server": SYNC_HOSTS}
+    groups = {"postgres": PG_HOSTS, "etcd": PG_HOSTS, "redis_sentinel": PG_HOSTS, "sync_server": SYNC_HOSTS}
     for drill, fault in zip(report["drills"], plan):
         group = PICKED_GROUP.get(fault["drill"])
         if group:
