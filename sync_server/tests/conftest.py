@@ -109,6 +109,7 @@ class SyncServer:
             RTMX_SYNC_REDIS_URL=redis_url,
             RTMX_SYNC_POSTGRES_DSN=postgres_dsn,
             RTMX_SYNC_SYNC_RESYNC_INTERVAL_S="0.5",
+            RTMX_SYNC_SERVER_ALLOW_ANONYMOUS="true",
             **extra,
         )
         self.proc: subprocess.Popen | None = None

@@ -21,10 +21,22 @@ class Settings:
     port: int = 8765
     server_id: str = field(default_factory=socket.gethostname)
     max_message_bytes: int = 1_048_576
-    auth_token: str = ""
+    # Authentication: signed tokens (see auth.py) verified with the key in
+    # auth_key_file; without a key every client is refused unless
+    # allow_anonymous is set (tests, a closed network).
+    auth_key_file: str = ""
+    allow_anonymous: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     shutdown_grace_s: float = 5.0
+    # Limits: what exceeds them is refused with a close reason and counted.
+    max_connections: int = 5000
+    max_connections_per_address: int = 200
+    max_messages_per_second: float = 100.0
+    max_document_bytes: int = 16 * 1_048_576
+    # Addresses whose X-Forwarded-For is believed (the HAProxy lbs): per-address
+    # limits then count the user's address, not the lb's.
+    trusted_proxies: tuple[str, ...] = ()
     # [redis]: either url (plain or through the VIP) or Sentinels.
     redis_url: str = ""
     redis_sentinels: tuple[str, ...] = ()
@@ -37,6 +49,16 @@ class Settings:
     resync_interval_s: float = 2.0
     compaction_threshold: int = 500
     stream_maxlen: int = 10_000
+    # Durable writes: up to write_batch_max updates per PostgreSQL round trip
+    # over postgres_pool_size connections; while PostgreSQL is unavailable at
+    # most write_buffer_max updates wait, then senders are slowed (backpressure).
+    write_batch_max: int = 256
+    write_buffer_max: int = 20_000
+    postgres_pool_size: int = 4
+    # Every PostgreSQL and Redis call is bounded by this.
+    io_timeout_s: float = 5.0
+    # Messages queued for one slow client before it is disconnected (1013).
+    client_queue_max: int = 2_000
 
 
 _SCHEMA: dict[str, dict[str, type]] = {
@@ -45,14 +67,29 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "port": int,
         "server_id": str,
         "max_message_bytes": int,
-        "auth_token": str,
+        "auth_key_file": str,
+        "allow_anonymous": bool,
         "tls_cert": str,
         "tls_key": str,
         "shutdown_grace_s": float,
+        "max_connections": int,
+        "max_connections_per_address": int,
+        "max_messages_per_second": float,
+        "max_document_bytes": int,
+        "trusted_proxies": list,
     },
     "redis": {"url": str, "sentinels": list, "sentinel_master": str, "password": str, "sentinel_password": str},
     "postgres": {"dsn": str},
-    "sync": {"resync_interval_s": float, "compaction_threshold": int, "stream_maxlen": int},
+    "sync": {
+        "resync_interval_s": float,
+        "compaction_threshold": int,
+        "stream_maxlen": int,
+        "write_batch_max": int,
+        "write_buffer_max": int,
+        "postgres_pool_size": int,
+        "io_timeout_s": float,
+        "client_queue_max": int,
+    },
 }
 _FIELD = {
     ("redis", "url"): "redis_url",
@@ -64,11 +101,22 @@ _FIELD = {
 }
 
 
+_SECTION_OF = {key: section for section, keys in _SCHEMA.items() for key in keys}
+
+
 def _coerce(name: str, value, kind: type):
     try:
         if kind is list:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).strip().lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
         if kind is int and isinstance(value, bool):
             raise TypeError
         return kind(value)
@@ -128,3 +176,17 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting sync.resync_interval_s must be positive")
     if s.compaction_threshold < 10:
         raise ConfigError("setting sync.compaction_threshold must be at least 10")
+    if not s.auth_key_file and not s.allow_anonymous:
+        raise ConfigError(
+            "setting server.auth_key_file is required (the token signing key); "
+            "set server.allow_anonymous = true only on a closed test network"
+        )
+    if s.auth_key_file and not Path(s.auth_key_file).is_file():
+        raise ConfigError(f"setting server.auth_key_file: file {s.auth_key_file} does not exist")
+    for name in ("max_connections", "max_connections_per_address", "max_document_bytes", "write_batch_max",
+                 "write_buffer_max", "postgres_pool_size", "client_queue_max"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be at least 1")
+    for name in ("max_messages_per_second", "io_timeout_s"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be positive")
