@@ -21,6 +21,9 @@ description:
     I(haproxy_stats_urls)) every HAProxy routes I(haproxy_redis_backend) to the new master alone.
   - With I(from_master), fails over only while that node is the master, so a second run is
     C(ok), unchanged. Check mode reports what would happen.
+  - With I(to_replica), the Sentinels promote that replica. Its C(replica-priority) is lowered
+    (every other replica's kept above it) until the failover ends, then every node's value is
+    restored, also when the failover fails.
 options:
   redis_password:
     description: Password of the Redis nodes, to check their roles before and after.
@@ -31,6 +34,11 @@ options:
         Makes the task idempotent.
       - Give the port, in the form the Sentinels name the master (C(10.0.0.11:6379)); a value
         without one is refused before anything is done, as it would never match.
+    type: str
+  to_replica:
+    description:
+      - The replica (C(host:port), as the Sentinels name it) to promote; refused, changing nothing,
+        unless it is a replica with a healthy link. Already the master, nothing to do.
     type: str
   failover_timeout:
     description: Seconds to wait for the Sentinels, the nodes and HAProxy to follow the new master.
@@ -84,6 +92,15 @@ EXAMPLES = r'''
   delegate_to: localhost
   run_once: true
   register: redis_failover
+
+- name: Make 10.0.0.13 the Redis master (nothing to do when it is)
+  rtmx.ha.sentinel_failover:
+    sentinels: [10.0.0.11:26379, 10.0.0.12:26379, 10.0.0.13:26379]
+    sentinel_password: "{{ redis_sentinel_password }}"
+    redis_password: "{{ redis_password }}"
+    to_replica: 10.0.0.13:6379
+  delegate_to: localhost
+  run_once: true
 '''
 
 RETURN = r'''
@@ -137,11 +154,47 @@ def master_address(value):
     return '%s:%s' % (host, int(port))
 
 
+# Sentinel promotes the replica with the lowest replica-priority (0: never).
+PREFERRED_PRIORITY = 1
+
+
+def set_priorities(priorities, password, timeout, before=None):
+    """CONFIG SET replica-priority on each node; the values they had go into before as each is set."""
+    for address, priority in priorities.items():
+        host, port = split_address(address, 6379)
+        with RedisConnection(host, port, password, timeout) as conn:
+            had = int(conn.command('CONFIG', 'GET', 'replica-priority')[1])
+            conn.command('CONFIG', 'SET', 'replica-priority', str(priority))
+            if before is not None:
+                before.setdefault(address, had)
+
+
+def preference(target, replicas):
+    """Priorities that make Sentinel pick target: it lowest, every other promotable replica above it."""
+    wanted = {target['address']: PREFERRED_PRIORITY}
+    for replica in replicas:
+        if replica['address'] != target['address'] and 0 < replica['priority'] <= PREFERRED_PRIORITY:
+            wanted[replica['address']] = PREFERRED_PRIORITY + 1
+    return wanted
+
+
+def sentinels_see(state, wanted):
+    """Every reachable Sentinel reports the wanted priorities (it reads them from INFO every 10 s)."""
+    for answer in state['sentinels']:
+        if not answer['reachable']:
+            continue
+        seen = dict((r['address'], r['priority']) for r in answer.get('replicas') or [])
+        if any(seen.get(address) != priority for address, priority in wanted.items()):
+            return False
+    return True
+
+
 def argument_spec():
     spec = sentinel_argument_spec(redis_password_required=True)
     spec.update(haproxy_stats_argument_spec())
     spec.update(
         from_master=dict(type='str'),
+        to_replica=dict(type='str'),
         failover_timeout=dict(type='int', default=60),
         haproxy_redis_backend=dict(type='str', default='redis'),
     )
@@ -166,6 +219,13 @@ def main():
                                  'it with its port, the way the Sentinels name the master (e.g. 10.0.0.11:6379)'
                                  % p['from_master'])
 
+    to_replica = None
+    if p['to_replica']:
+        to_replica = master_address(p['to_replica'])
+        if not to_replica:
+            module.fail_json(msg='refusing to fail over, nothing was changed: to_replica %r is not host:port; give '
+                                 'it the way the Sentinels name the replica (e.g. 10.0.0.12:6379)' % p['to_replica'])
+
     def read():
         return read_redis(p['sentinels'], p['sentinel_password'], p['master_name'], p['redis_password'], p['timeout'])
 
@@ -174,15 +234,53 @@ def main():
     if from_master and previous and previous != from_master and not state['problems']:
         module.exit_json(changed=False, previous_master=previous, master=previous, redis=state,
                          msg='%s is not the master (%s is): nothing to do' % (from_master, previous))
+    if to_replica and previous == to_replica and not state['problems']:
+        module.exit_json(changed=False, previous_master=previous, master=previous, redis=state,
+                         msg='%s is the master already: nothing to do' % to_replica)
     problems = list(state['problems'])
-    if not healthy_replicas(state):
+    candidates = healthy_replicas(state)
+    if not candidates:
         problems.append('no replica has a healthy link to the master (Sentinel would answer NOGOODSLAVE)')
+    target = None
+    if to_replica and candidates:
+        target = next((r for r in candidates if r['address'] == to_replica), None)
+        if target is None:
+            problems.append('to_replica %s is not a replica with a healthy link (those are: %s)'
+                            % (to_replica, ', '.join(r['address'] for r in candidates)))
     if problems:
         module.fail_json(msg='refusing to fail over, nothing was changed: %s' % ' | '.join(problems), redis=state)
     if module.check_mode:
         module.exit_json(changed=True, previous_master=previous, master=previous, redis=state,
-                         msg='would fail over away from %s' % previous)
+                         msg='would fail over away from %s%s' % (previous, ' to %s' % to_replica if target else ''))
 
+    restore = {}
+    failed, result = False, {}
+    if target:
+        wanted = preference(target, state['replicas'])
+        try:
+            set_priorities(wanted, p['redis_password'], p['timeout'], restore)
+            seen, dummy = poll(lambda: sentinels_see(read(), wanted), p['failover_timeout'], 0.5)
+            if not seen:
+                failed, result = True, dict(msg='the Sentinels did not see the replica priorities %s within %ss'
+                                                % (wanted, p['failover_timeout']))
+        except RedisError as exc:
+            failed, result = True, dict(msg='could not set replica-priority to prefer %s: %s' % (to_replica, exc))
+    if not failed:
+        failed, result = failover(p, read, state, previous, watch, to_replica)
+    if restore:
+        try:
+            set_priorities(restore, p['redis_password'], p['timeout'])
+        except RedisError as exc:
+            failed = True
+            result['msg'] = '%s; restoring replica-priority %s failed: %s' % (result.get('msg', 'failed over'),
+                                                                             restore, exc)
+    if failed:
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+def failover(p, read, state, previous, watch, to_replica):
+    """SENTINEL FAILOVER, then wait for the Sentinels, the nodes and HAProxy to follow: (failed, result)."""
     sent_by = None
     for answer in state['sentinels']:
         host, port = split_address(answer['sentinel'], 26379)
@@ -193,9 +291,9 @@ def main():
             break
         except RedisError as exc:
             if 'INPROG' in str(exc) or 'NOGOODSLAVE' in str(exc):
-                module.fail_json(msg='Sentinel %s refused the failover: %s' % (answer['sentinel'], exc), redis=state)
+                return True, dict(msg='Sentinel %s refused the failover: %s' % (answer['sentinel'], exc), redis=state)
     if not sent_by:
-        module.fail_json(msg='no Sentinel accepted SENTINEL FAILOVER', redis=state)
+        return True, dict(msg='no Sentinel accepted SENTINEL FAILOVER', redis=state)
     started = Stopwatch()
     timings = {}
 
@@ -208,14 +306,17 @@ def main():
     now, dummy = poll(sentinels_follow, p['failover_timeout'], 0.2)
     timings['sentinels_agree'] = started.lap()
     if not now:
-        module.fail_json(msg='the Sentinels did not all name a new master within %ss: %s'
-                         % (p['failover_timeout'], read()['votes']), timings=timings)
+        return True, dict(changed=True, timings=timings,
+                          msg='the Sentinels did not all name a new master within %ss: %s'
+                          % (p['failover_timeout'], read()['votes']))
     master = now['master']
+    if to_replica and master != to_replica:
+        return True, dict(changed=True, timings=timings, msg='the Sentinels promoted %s, not %s' % (master, to_replica))
     writable, dummy = poll(lambda: query_redis(master, p['redis_password'], p['timeout'])['role'] == 'master',
                            p['failover_timeout'], 0.2)
     timings['new_master_writable'] = started.lap()
     if not writable:
-        module.fail_json(msg='the new master %s does not say role:master' % master, timings=timings)
+        return True, dict(changed=True, timings=timings, msg='the new master %s does not say role:master' % master)
 
     def haproxy_problems():
         return routing_problems(p['haproxy_stats_urls'], p['haproxy_stats_username'], p['haproxy_stats_password'],
@@ -225,8 +326,9 @@ def main():
         routed, dummy = poll(lambda: not haproxy_problems(), p['failover_timeout'], 0.2)
         timings['haproxy_routed'] = started.lap()
         if not routed:
-            module.fail_json(msg='HAProxy does not route Redis to the new master %s: %s'
-                             % (master, '; '.join(haproxy_problems())), timings=timings)
+            return True, dict(changed=True, timings=timings,
+                              msg='HAProxy does not route Redis to the new master %s: %s'
+                              % (master, '; '.join(haproxy_problems())))
 
     def old_master_replicates():
         node = query_redis(previous, p['redis_password'], p['timeout'])
@@ -238,9 +340,10 @@ def main():
     final = read()
     result = dict(changed=True, previous_master=previous, master=master, timings=timings, redis=final)
     if not replicating:
-        module.fail_json(msg='failed over to %s, but the old master %s does not replicate from it after %ss'
-                         % (master, previous, p['failover_timeout']), **result)
-    module.exit_json(**result)
+        result['msg'] = ('failed over to %s, but the old master %s does not replicate from it after %ss'
+                         % (master, previous, p['failover_timeout']))
+        return True, result
+    return False, result
 
 
 if __name__ == '__main__':

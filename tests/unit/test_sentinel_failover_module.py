@@ -27,6 +27,8 @@ class FakeRedis:
     def __init__(self):
         self.master = "198.18.0.11:6379"
         self.sent = []
+        self.priorities = {"%s:6379" % host: 100 for host in NODES}
+        self.refuse_failover = None
 
     def connection(self, host, port, password=None, timeout=3, username=None):
         return FakeConnection(self, "%s:%s" % (host, port))
@@ -42,11 +44,19 @@ class FakeRedis:
             return ["name", "rtmx", "flags", "master", "quorum", "2", "num-other-sentinels", "2", "config-epoch", "1"]
         if args[:2] == ("SENTINEL", "REPLICAS"):
             return [["ip", r.split(":")[0], "port", "6379", "flags", "slave", "master-link-status", "ok",
-                     "slave-repl-offset", "4242", "slave-priority", "100"] for r in self.replicas()]
+                     "slave-repl-offset", "4242", "slave-priority", str(self.priorities[r])] for r in self.replicas()]
         if args[:2] == ("SENTINEL", "CKQUORUM"):
             return "OK 3 usable Sentinels. Quorum and failover authorization can be reached"
         if args[:2] == ("SENTINEL", "FAILOVER"):
-            self.master = self.replicas()[0]
+            if self.refuse_failover:
+                raise redis_client.RedisReplyError(self.refuse_failover)
+            # Sentinel's choice: the lowest replica-priority above 0, then the first.
+            self.master = min((r for r in self.replicas() if self.priorities[r] > 0), key=self.priorities.get)
+            return "OK"
+        if args == ("CONFIG", "GET", "replica-priority"):
+            return ["replica-priority", str(self.priorities[address])]
+        if args[:3] == ("CONFIG", "SET", "replica-priority"):
+            self.priorities[address] = int(args[3])
             return "OK"
         if args == ("INFO", "replication"):
             if address == self.master:
@@ -144,3 +154,47 @@ def test_failover_is_sent_once_and_followed(monkeypatch, redis):
     assert result["changed"] and (result["previous_master"], result["master"]) == ("198.18.0.11:6379",
                                                                                   "198.18.0.12:6379")
     assert len(failovers(redis)) == 1
+
+
+def config_sets(world):
+    return [sent for sent in world.sent if sent[1][:2] == ("CONFIG", "SET")]
+
+
+def test_to_replica_promotes_that_replica_and_restores_priorities(monkeypatch, redis):
+    # Without a preference the fake (like Sentinel on equal priorities) would promote .12.
+    failed, result = run(monkeypatch, to_replica="198.18.0.13:6379")
+    assert not failed, result["msg"]
+    assert result["changed"] and result["master"] == "198.18.0.13:6379"
+    assert len(failovers(redis)) == 1
+    assert redis.priorities == {"%s:6379" % host: 100 for host in NODES}
+    assert ("198.18.0.13:6379", ("CONFIG", "SET", "replica-priority", "1")) in config_sets(redis)
+
+
+def test_to_replica_keeps_other_preferred_replicas_above_it(monkeypatch, redis):
+    redis.priorities["198.18.0.12:6379"] = 1
+    failed, result = run(monkeypatch, to_replica="198.18.0.13:6379")
+    assert not failed, result["msg"]
+    assert result["master"] == "198.18.0.13:6379"
+    assert redis.priorities["198.18.0.12:6379"] == 1 and redis.priorities["198.18.0.13:6379"] == 100
+
+
+def test_to_replica_that_is_the_master_is_nothing_to_do(monkeypatch, redis):
+    failed, result = run(monkeypatch, to_replica="198.18.0.11:6379")
+    assert not failed and not result["changed"], result["msg"]
+    assert "master already" in result["msg"]
+    assert failovers(redis) == [] and config_sets(redis) == []
+
+
+@pytest.mark.parametrize("to_replica", ["198.18.0.99:6379", "198.18.0.13"])
+def test_to_replica_that_is_not_a_healthy_replica_is_refused_before_anything(monkeypatch, redis, to_replica):
+    failed, result = run(monkeypatch, to_replica=to_replica)
+    assert failed and "to_replica" in result["msg"]
+    assert failovers(redis) == [] and config_sets(redis) == []
+
+
+def test_priorities_are_restored_when_the_failover_is_refused(monkeypatch, redis):
+    redis.refuse_failover = "INPROG Failover already in progress"
+    failed, result = run(monkeypatch, to_replica="198.18.0.13:6379")
+    assert failed and "refused the failover" in result["msg"]
+    assert redis.master == "198.18.0.11:6379"
+    assert redis.priorities == {"%s:6379" % host: 100 for host in NODES}

@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from conftest import PG_HOSTS, PROJECT_DIR, SYNC_HOSTS, playbook
+from conftest import LB_HOSTS, PG_HOSTS, PROJECT_DIR, SYNC_HOSTS, playbook
 
 testinfra_hosts = ["pg1"]
 
@@ -27,15 +27,17 @@ def _load(name: str):
 
 
 checks, chaos = _load("checks"), _load("chaos")
-# Drills whose chaos pick chooses the node from a group (run_one.yml); redis_master_loss and lb_vip_loss
-# hit whichever node is the Redis master / VIP holder at that moment.
+# The group a chaos pick chooses the drill's node from (run_one.yml first makes that node the Patroni
+# leader, the Redis master or the VIP holder, as the fault needs).
 PICKED_GROUP = {"planned_switchover": "postgres", "leader_node_loss": "postgres", "postgres_crash": "postgres",
                 "leader_partition": "postgres", "etcd_member_loss": "etcd", "sync_server_loss": "sync_server",
-                "sentinel_minority_loss": "redis_sentinel"}
+                "sentinel_minority_loss": "redis_sentinel", "redis_master_loss": "redis", "lb_vip_loss": "lb"}
 
 # The gating run replays one fixed series; `make drill DRILL_ARGS='-e chaos_faults=N'` draws any seed.
-CHAOS_SEED = os.environ.get("RTMX_CHAOS_SEED", "142")  # postgres_crash then etcd_member_loss, both on pg3
-CHAOS_FAULTS = os.environ.get("RTMX_CHAOS_FAULTS", "2")
+# postgres_crash on pg3, lb_vip_loss on lb1, redis_master_loss on pg1: after the catalogue neither lb1
+# holds the VIP nor pg1 is the Redis master, so the replay has to move both there first.
+CHAOS_SEED = os.environ.get("RTMX_CHAOS_SEED", "1965")
+CHAOS_FAULTS = os.environ.get("RTMX_CHAOS_FAULTS", "3")
 
 
 def run_drills(project_dir, inventory, name: str, *extra) -> dict:
@@ -75,7 +77,8 @@ def test_seeded_chaos_series(project_dir, inventory):
     plan = chaos.draw(CHAOS_SEED, int(CHAOS_FAULTS), list(checks.EXPECTATIONS))
     assert report["seed"] == CHAOS_SEED and [d["drill"] for d in report["drills"]] == [f["drill"] for f in plan]
     # A replay hits the same nodes: the pick decides, not what earlier drills left.
-    groups = {"postgres": PG_HOSTS, "etcd": PG_HOSTS, "redis_sentinel": PG_HOSTS, "sync_server": SYNC_HOSTS}
+    groups = {"postgres": PG_HOSTS, "etcd": PG_HOSTS, "redis_sentinel": PG_HOSTS, "redis": PG_HOSTS,
+              "sync_server": SYNC_HOSTS, "lb": LB_HOSTS}
     for drill, fault in zip(report["drills"], plan):
         group = PICKED_GROUP.get(fault["drill"])
         if group:
