@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-packages.sh [WHAT...]: install the Debian packages that are missing,
 # and nothing else. WHAT is a package name or one of these groups:
-#   @tests  redis-server, postgresql-15, pgbouncer: the unit tests run real ones
+#   @tests  redis-server, postgresql-15, pgbouncer: the unit tests run real ones;
+#           nodejs and npm when `node` or `npm` is missing (the Yjs client test)
 #   @venv   git (ansible-lint, scripts/sanity.sh), and python3-venv when
 #           $PYTHON (default python3) cannot create a virtualenv without it
 # Without WHAT: @tests. The one place that calls apt-get for `make`.
@@ -12,7 +13,13 @@ log() { printf 'ensure-packages: %s\n' "$*" >&2; }
 wanted=()
 for what in "${@:-@tests}"; do
   case "$what" in
-    @tests) wanted+=(redis-server postgresql-15 pgbouncer) ;;
+    @tests)
+      wanted+=(redis-server postgresql-15 pgbouncer)
+      # Decided by what works, not by dpkg: a NodeSource nodejs ships its own
+      # npm and conflicts with Debian's npm package.
+      command -v node >/dev/null 2>&1 || wanted+=(nodejs)
+      command -v npm >/dev/null 2>&1 || wanted+=(npm)
+      ;;
     @venv)
       # Decided by what works, not by dpkg: git may come from elsewhere, and a
       # pyenv or self-built Python has ensurepip, which Debian moves into

@@ -8,9 +8,11 @@ JSON file of raw observations (report.py turns them into figures):
 - a watcher asking every PostgreSQL node directly whether it is writable
   (two at once = split brain), and Patroni who leads;
 - a Redis writer through the VIP, then read back; the Sentinels' master;
-- pycrdt clients, one per sync server, editing one room; disconnects,
-  reconnects to the next server, and at the end whether every update reached
-  every server.
+- pycrdt clients editing: through the VIP like users (several rooms, so
+  HAProxy spreads them over the servers; the server each lands on is read
+  from HAProxy's X-Rtmx-Sync-Server header) and one straight to each server;
+  disconnects and reconnects, at the end whether every update reached every
+  server, and whether every server serves a new room within 2 s.
 
 Usage: probe.py CONFIG.json  (CONFIG holds credentials: keep it mode 600)
 """
@@ -28,12 +30,18 @@ import psycopg
 import redis.asyncio as aioredis
 
 try:  # The sync probe needs the sync server's client (pip install ./sync_server).
+    import websockets
+    from pycrdt import Doc, YMessageType, YSyncMessageType, create_sync_message
+
+    from rtmx_sync.auth import issue
     from rtmx_sync.client import YClient
 except ImportError:  # pragma: no cover - reported in the output
     YClient = None
 
 WRITE_TIMEOUT = 15.0  # longer than a PgBouncer pause; slower writes still count as unavailability
 TICK = 0.1
+NEW_ROOM_MAX_S = 2.0  # a server that takes longer to answer a new room's handshake does not serve
+SERVED_BY = "x-rtmx-sync-server"  # HAProxy names the sync server behind a VIP connection
 
 
 class Probe:
@@ -47,6 +55,7 @@ class Probe:
         self.leaders: list[list] = []  # [t, leader or None]
         self.redis_masters: list[list] = []  # [t, master or None]
         self.sync_clients: list[dict] = []
+        self.sync_token_value = ""
         self.notes: list[str] = []
         self.errors: list[str] = []  # the probe itself broke: its figures cannot be trusted
 
@@ -224,32 +233,51 @@ class Probe:
             await c.aclose()
 
     # Sync servers ----------------------------------------------------------
-    async def sync_client(self, index: int) -> None:
+    def sync_token(self) -> str:
+        sync = self.cfg["sync"]
+        if not sync.get("auth_key"):
+            return ""
+        key = next(line.strip() for line in sync["auth_key"].splitlines() if line.strip())
+        return issue(key.encode(), f"{sync['room']}*", "rtmx-drill-probe", 3600)
+
+    def sync_plan(self) -> list[tuple[str, str, str]]:
+        """(via, url, room) per client: through the VIP in several rooms, and one straight to each server."""
+        sync = self.cfg["sync"]
+        plan = [("vip", sync["vip_url"], f"{sync['room']}-vip{i}") for i in range(sync.get("vip_rooms", 0))]
+        return plan + [("direct", url, f"{sync['room']}-direct") for url in sync["servers"]]
+
+    def sync_server_name(self, client, via: str, url: str) -> str:
+        if via == "vip":
+            return client.ws.response.headers.get(SERVED_BY, "?")
+        return self.cfg["sync"]["names"].get(url, url)
+
+    async def sync_client(self, via: str, url: str, room: str) -> None:
         servers = self.cfg["sync"]["servers"]
-        room = self.cfg["sync"]["room"]
-        state = {"index": index, "server": servers[index], "sent": [], "disconnects": [], "reconnects": [],
-                 "servers_used": [servers[index]]}
+        state = {"via": via, "url": url, "room": room, "sent": [], "disconnects": [], "reconnects": [],
+                 "servers_used": []}
         self.sync_clients.append(state)
-        client = YClient(servers[index], room, self.cfg["sync"].get("token", ""))
+        client = YClient(url, room, self.sync_token_value)
         state["client"] = client
         await client.connect(open_timeout=5)
+        state["servers_used"].append(self.sync_server_name(client, via, url))
         n = 0
-        target = index
+        target = servers.index(url) if via == "direct" else 0
         while not self.stop.is_set():
             if client.closed is not None:
-                state["disconnects"].append(time.time())
-                # Reconnect elsewhere, as a Yjs provider behind a load balancer would.
+                state["disconnects"].append([time.time(), state["servers_used"][-1], list(client.closed)])
+                # Reconnect as a Yjs provider would: through the VIP again, or (direct) to the next server.
                 while not self.stop.is_set():
-                    target = (target + 1) % len(servers)
+                    if via == "direct":
+                        target = (target + 1) % len(servers)
                     try:
-                        await client.connect(servers[target], open_timeout=2)
+                        await client.connect(servers[target] if via == "direct" else url, open_timeout=2)
                         state["reconnects"].append(time.time())
-                        state["servers_used"].append(servers[target])
+                        state["servers_used"].append(self.sync_server_name(client, via, client.url))
                         break
-                    except (TimeoutError, OSError, Exception):  # noqa: BLE001 - any failed handshake
+                    except Exception:  # noqa: BLE001 - any failed handshake
                         await asyncio.sleep(0.2)
             n += 1
-            token = f"[c{index}:{n}]"
+            token = f"[{via}{len(self.sync_clients)}:{room}:{n}]"
             try:
                 await client.insert(token)
             except Exception:  # noqa: BLE001 - kept locally, synced on reconnect
@@ -257,39 +285,66 @@ class Probe:
             state["sent"].append([time.time(), token])
             await asyncio.sleep(0.25)
 
-    async def sync_final(self) -> dict:
-        tokens = {t for c in self.sync_clients for _, t in c["sent"]}
+    async def serves_new_room(self, url: str, room: str) -> float | str:
+        """Seconds until a server answers a new room's sync handshake (SYNC_STEP2), or why it did not."""
+        started = time.time()
+        query = f"?token={self.sync_token_value}" if self.sync_token_value else ""
+        try:
+            async with websockets.connect(f"{url}/{room}{query}", open_timeout=NEW_ROOM_MAX_S) as ws:
+                await ws.send(create_sync_message(Doc()))
+                async with asyncio.timeout(NEW_ROOM_MAX_S):
+                    while True:
+                        message = await ws.recv()
+                        if message[:2] == bytes([YMessageType.SYNC, YSyncMessageType.SYNC_STEP2]):
+                            return round(time.time() - started, 3)
+        except Exception as error:  # noqa: BLE001 - reported per server
+            return f"{type(error).__name__}: {error}"[:200]
 
-        def missing(text: str) -> set:
+    async def sync_final(self) -> dict:
+        def missing(tokens: set, text: str) -> set:
             return {t for t in tokens if t not in text}
 
+        rooms: dict[str, set] = {}
+        for c in self.sync_clients:
+            rooms.setdefault(c["room"], set()).update(t for _, t in c["sent"])
         start = time.time()
         converged = None
         while time.time() - start < 20:
-            if all(c["client"].closed is None and not missing(str(c["client"].text)) for c in self.sync_clients):
+            if all(c["client"].closed is None and not missing(rooms[c["room"]], str(c["client"].text))
+                   for c in self.sync_clients):
                 converged = round(time.time() - start, 2)
                 break
             await asyncio.sleep(0.1)
+        # Every room read back from every server: updates lost anywhere.
         per_server = {}
         for url in self.cfg["sync"]["servers"]:
-            fresh = YClient(url, self.cfg["sync"]["room"], self.cfg["sync"].get("token", ""))
-            try:
-                await fresh.connect(open_timeout=5)
-                deadline = time.time() + 10
-                while missing(str(fresh.text)) and time.time() < deadline:
-                    await asyncio.sleep(0.1)
-                per_server[url] = len(missing(str(fresh.text)))
-                await fresh.close()
-            except Exception as error:  # noqa: BLE001 - a server that stays down is reported, not fatal
-                per_server[url] = f"unreachable: {error}"
+            lost = 0
+            for room, tokens in rooms.items():
+                fresh = YClient(url, room, self.sync_token_value)
+                try:
+                    await fresh.connect(open_timeout=5)
+                    deadline = time.time() + 10
+                    while missing(tokens, str(fresh.text)) and time.time() < deadline:
+                        await asyncio.sleep(0.1)
+                    lost = max(lost, len(missing(tokens, str(fresh.text))))
+                    await fresh.close()
+                except Exception as error:  # noqa: BLE001 - a server that stays down is reported, not fatal
+                    lost = f"unreachable: {error}"
+                    break
+            per_server[url] = lost
         for c in self.sync_clients:
             try:
                 await c["client"].close()
             except Exception:  # noqa: BLE001
                 pass
+        new_room = {}
+        for i, url in enumerate(self.cfg["sync"]["servers"]):
+            name = self.cfg["sync"]["names"].get(url, url)
+            new_room[name] = await self.serves_new_room(url, f"{self.cfg['sync']['room']}-new{i}")
         lost = [v for v in per_server.values() if isinstance(v, int)]
-        return {"updates": len(tokens), "converged_after_stop_s": converged, "missing_per_server": per_server,
-                "updates_lost": max(lost) if lost else None}
+        return {"updates": sum(len(t) for t in rooms.values()), "converged_after_stop_s": converged,
+                "missing_per_server": per_server, "updates_lost": max(lost) if lost else None,
+                "new_room_s": new_room}
 
     # Run -------------------------------------------------------------------
     async def wait_for_stop(self) -> None:
@@ -304,7 +359,8 @@ class Probe:
         tasks = [self.pg_writer(), self.primary_watcher(), self.leader_watcher(), self.redis_writer(),
                  self.master_watcher()]
         if YClient is not None and self.cfg.get("sync", {}).get("servers"):
-            tasks += [self.sync_client(i) for i in range(len(self.cfg["sync"]["servers"]))]
+            self.sync_token_value = self.sync_token()
+            tasks += [self.sync_client(*client) for client in self.sync_plan()]
         elif self.cfg.get("sync", {}).get("servers"):
             self.errors.append("sync probe skipped: rtmx_sync is not on the controller (pip install ./sync_server)")
         ready = os.path.join(os.path.dirname(self.cfg["out"]), os.path.basename(self.cfg["out"]) + ".ready")

@@ -24,7 +24,8 @@ description:
     back from that master directly.
   - C(haproxy_routing) every HAProxy sends writes to the Patroni leader alone, Redis to the
     Sentinels' master alone, and has every sync server UP.
-  - C(sync_servers) every sync server's C(/health) answers 200.
+  - C(sync_servers) every sync server's C(/health) answers 200 (it serves) with status C(ok) (its Redis and
+    PostgreSQL answer; C(degraded) names the one that does not).
   - C(etcd) every etcd member's C(/health) says healthy (Patroni's DCS; a lost member
     changes nothing else visible until quorum is lost).
   - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
@@ -372,17 +373,16 @@ class Verifier(object):
         problems = []
         for url in p['sync_health_urls']:
             try:
-                status = open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'],
-                                  ca_path=p['ca_path']).getcode()
+                answer = open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], ca_path=p['ca_path'])
+                status, body = answer.getcode(), answer.read()
             except HTTPError as exc:
-                status = exc.code
+                status, body = exc.code, exc.read()
             except (URLError, OSError, ValueError) as exc:
                 problems.append('%s unreachable: %s' % (url, getattr(exc, 'reason', exc)))
                 continue
-            if status != 200:
-                problems.append('%s answered HTTP %s' % (url, status))
+            problems.extend(sync_health_problems(url, status, body))
         self.check('sync_servers', not problems, '; '.join(problems) or
-                   '%d sync servers healthy' % len(p['sync_health_urls']))
+                   '%d sync servers serving, their Redis and PostgreSQL ok' % len(p['sync_health_urls']))
 
     def etcd(self):
         p = self.p
@@ -422,6 +422,21 @@ class Verifier(object):
         if p['vip_holders'] is not None:
             self.vip()
         return [c['name'] for c in self.checks if not c['ok']]
+
+
+def sync_health_problems(url, status, body):
+    """A sync server's /health: 200 while it serves; its body says whether Redis and PostgreSQL answer
+    ("degraded" when one does not: it still serves, buffering, but the stack is not whole)."""
+    try:
+        health = json.loads(body or b'{}')
+    except ValueError:
+        health = {}
+    if status != 200:
+        return ['%s answered HTTP %s (%s)' % (url, status, health.get('status', 'no JSON body'))]
+    if health.get('status') != 'ok':
+        failing = dict((k, v) for k, v in (health.get('checks') or {}).items() if v != 'ok')
+        return ['%s is %s: %s' % (url, health.get('status'), failing or health)]
+    return []
 
 
 def argument_spec():

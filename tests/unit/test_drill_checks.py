@@ -16,6 +16,7 @@ spec.loader.exec_module(checks)
 def figures(name="leader_node_loss", **changes):
     """A leader loss as the probe would see it: outage, new leader, then the stack whole."""
     observed = probe(pg_outages=[(12.0, 30.0)], redis_outages=[(12.0, 20.0)], leader_change=28)
+    observed["sync_clients"][1]["disconnects"], observed["sync_clients"][1]["reconnects"] = [], []
     for key, value in changes.items():
         observed[key] = value
     record = dict(drill(name), target_address="198.18.1.11")
@@ -74,8 +75,47 @@ def test_sync_server_loss_must_disconnect_exactly_the_killed_servers_clients():
     nobody["sync_clients"][1]["disconnects"], nobody["sync_clients"][1]["reconnects"] = [], []
     assert any("only those of the killed sync2" in p for p in problems(report.drill_figures(record, nobody)))
     everybody = copy.deepcopy(base)
-    everybody["sync_clients"][0]["disconnects"] = [T0 + 20]
+    everybody["sync_clients"][2]["disconnects"] = [[T0 + 20, "sync3", [1006, ""]]]
+    everybody["sync_clients"][2]["reconnects"] = [T0 + 20.5]
     assert any("only those of the killed" in p for p in problems(report.drill_figures(record, everybody)))
+    slow = copy.deepcopy(base)
+    slow["sync_clients"][1]["reconnects"] = [T0 + 23]
+    assert any("back after 3.0 s (at most 2.0 s)" in p for p in problems(report.drill_figures(record, slow)))
+    never = copy.deepcopy(base)
+    never["sync_clients"][1]["reconnects"] = []
+    assert any("never followed by a reconnect" in p for p in problems(report.drill_figures(record, never)))
+
+
+def test_a_database_fault_must_not_disconnect_sync_clients_through_the_vip():
+    observed = probe(pg_outages=[(12.0, 30.0)], leader_change=28)
+    found = problems(report.drill_figures(dict(drill(), target_address="198.18.1.11"), observed))
+    assert any("1 sync clients through the VIP and 0 direct were disconnected (from sync2)" in p for p in found)
+
+
+def test_an_lb_loss_may_cut_vip_clients_but_not_direct_ones():
+    record = dict(drill("lb_vip_loss"), target="lb1")
+    observed = probe()
+    assert problems(report.drill_figures(record, observed)) == []
+    observed["sync_clients"][2]["disconnects"] = [[T0 + 20, "sync3", [1006, ""]]]
+    observed["sync_clients"][2]["reconnects"] = [T0 + 20.2]
+    assert any("1 direct sync clients were disconnected" in p for p in problems(report.drill_figures(record, observed)))
+
+
+def test_a_sync_server_that_does_not_serve_a_new_room_fails():
+    wedged = figures()
+    wedged["sync_new_room_s"] = {"sync1": 0.05, "sync2": "TimeoutError: ", "sync3": 2.5}
+    found = problems(wedged)
+    assert any("sync2 did not serve a new room" in p for p in found)
+    assert any("sync3 did not serve a new room within 2.0 s: 2.5" in p for p in found)
+    unasked = figures()
+    unasked["sync_new_room_s"] = {}
+    assert any("no sync server was asked to serve a new room" in p for p in problems(unasked))
+
+
+def test_a_probe_without_vip_clients_fails():
+    direct_only = figures()
+    direct_only["sync_clients"] = {"vip": 0, "direct": 3}
+    assert any("no sync probe client went through the VIP" in p for p in problems(direct_only))
 
 
 def test_lost_commits_split_brain_and_slow_failover_fail():

@@ -35,12 +35,14 @@ def probe(pg_outages=(), redis_outages=(), lost_pg=(), lost_redis=(), leader_cha
         "pg_writes": writes(pg_outages), "redis_writes": writes(redis_outages),
         "leaders": leaders, "redis_masters": [[T0 + t / 4, "10.0.0.11:6379"] for t in range(240)],
         "primaries": primaries,
-        "sync_clients": [{"servers_used": ["ws://s1:8765"], "disconnects": [], "reconnects": []},
-                         {"servers_used": ["ws://s2:8765", "ws://s3:8765"], "disconnects": [T0 + 20],
-                          "reconnects": [T0 + 21.5]}],
+        "sync_clients": [{"via": "vip", "servers_used": ["sync1"], "disconnects": [], "reconnects": []},
+                         {"via": "vip", "servers_used": ["sync2", "sync3"],
+                          "disconnects": [[T0 + 20, "sync2", [1012, "restart"]]], "reconnects": [T0 + 21.5]},
+                         {"via": "direct", "servers_used": ["sync3"], "disconnects": [], "reconnects": []}],
         "final": {"pg": {"acked": 500, "lost": list(lost_pg), "lost_count": len(lost_pg)},
                   "redis": {"acked": 500, "lost": list(lost_redis), "lost_count": len(lost_redis)},
-                  "sync": {"updates": 40, "updates_lost": 0, "converged_after_stop_s": 0.3}},
+                  "sync": {"updates": 40, "updates_lost": 0, "converged_after_stop_s": 0.3,
+                           "new_room_s": {"sync1": 0.05, "sync2": 0.04, "sync3": 0.06}}},
     }
 
 
@@ -58,8 +60,11 @@ def test_outage_window_leader_change_and_rto():
     assert figures["rto_s"] == 42.5
     assert figures["pg_acked_writes_lost"] == 0
     assert figures["redis_write_unavailability_s"] == 0.0
-    assert figures["sync_disconnects"] == {"ws://s1:8765": 0, "ws://s2:8765": 1}
+    assert figures["sync_clients"] == {"vip": 2, "direct": 1}
+    assert (figures["sync_vip_disconnects"], figures["sync_direct_disconnects"]) == (1, 0)
+    assert figures["sync_disconnected_from"] == ["sync2"] and figures["sync_never_back"] == 0
     assert figures["sync_back_in_sync_s"] == 1.5
+    assert figures["sync_new_room_s"] == {"sync1": 0.05, "sync2": 0.04, "sync3": 0.06}
 
 
 def test_two_outages_report_the_longest_and_the_total():

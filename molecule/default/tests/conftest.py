@@ -67,6 +67,13 @@ def vip_holders(lbs) -> list:
     return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
 
 
+def sync_token(room: str, user: str = "molecule", ttl_s: float = 3600, read_only: bool = False) -> str:
+    """A token for a sync room (or a prefix ending in *), signed with the scenario's generated key."""
+    from rtmx_sync.auth import issue
+
+    return issue(secret("sync_server_auth_key").encode(), room, user, ttl_s, read_only=read_only)
+
+
 def playbook_env(project_dir) -> dict:
     return dict(os.environ, ANSIBLE_CONFIG=str(project_dir / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                 ANSIBLE_COLLECTIONS_PATH=str(project_dir / ".collections"))

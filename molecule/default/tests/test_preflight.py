@@ -74,6 +74,8 @@ CASES = {
                     ["the VIP 10.99.0.100 must be a free address inside this lb's network 198.18.1.0/24"]),
     "quorum-too-large": (_inventory(VALID), {"redis_sentinel_quorum": 4},
                          ["redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)"]),
+    "sync-key-too-short": (_inventory(VALID), {"sync_server_auth_key": "too-short-to-sign-tokens"},
+                           ["sync_server_auth_key: give at least one key, each of at least 32 characters"]),
 }
 
 

@@ -46,6 +46,11 @@ def test_bounded_loss_and_persistence_settings(nodes):
         assert int(redis_cli(node, "CONFIG", "GET", "min-replicas-max-lag").splitlines()[1]) == role_default(
             "redis", "redis_min_replicas_max_lag")
         assert redis_cli(node, "CONFIG", "GET", "appendonly").splitlines()[1] == "yes"
+        # Bounded memory that never evicts acknowledged state.
+        runtime = role_default("redis", "redis_runtime_settings")
+        for setting in ("maxmemory", "maxmemory-policy"):
+            assert redis_cli(node, "CONFIG", "GET", setting).splitlines()[1] == runtime[setting], setting
+        assert runtime["maxmemory"] != "0" and runtime["maxmemory-policy"] == "noeviction"
 
 
 def test_clients_without_the_password_are_refused(nodes):

@@ -1,17 +1,28 @@
 """Sync servers: all active behind HAProxy, a room stays on one server, a
-killed server loses nothing (clients reconnect through the VIP)."""
+killed server loses nothing (clients reconnect through the VIP), clients need
+a valid token for their room, tokens reach no log, and a rolling restart
+loses no edit."""
 
 import asyncio
 import json
+import threading
+import time
 import uuid
 
-from conftest import ADDRESSES, VIP, secret, wait_for
+import pytest
+import websockets
+
+from conftest import ADDRESSES, PROJECT_DIR, VIP, playbook, secret, sync_token, wait_for
 from rtmx_sync.client import YClient, eventually
 
 testinfra_hosts = ["lb1"]
 
 SYNC = {"sync1": "198.18.1.21", "sync2": "198.18.1.22", "sync3": "198.18.1.23"}
 SYNC_URL = f"ws://{VIP}:8080"
+
+
+def client(room: str, **token) -> YClient:
+    return YClient(SYNC_URL, room, sync_token(room, **token))
 
 
 def _connections(lb) -> dict:
@@ -42,17 +53,78 @@ def test_clients_of_one_room_share_a_server_and_converge(lbs):
     room = f"molecule-{uuid.uuid4().hex[:8]}"
 
     async def scenario():
-        a = await YClient(SYNC_URL, room).connect()
-        b = await YClient(SYNC_URL, room).connect()
+        a = await client(room).connect()
+        b = await client(room).connect()
         await a.insert("hello ")
         await b.insert("world")
         await eventually(lambda: str(a.text) == str(b.text) and len(str(a.text)) == 11)
-        counts = _connections(lbs["lb1"])
+        counts = await asyncio.to_thread(_connections, lbs["lb1"])
         assert sorted(counts.values())[-1] == 2 and sum(counts.values()) == 2, counts
+        # HAProxy names the server that took the connection.
+        assert a.ws.response.headers["X-Rtmx-Sync-Server"] == max(counts, key=counts.get)
         await a.close()
         await b.close()
 
     asyncio.run(scenario())
+
+
+async def closed_with(url: str, subprotocols=None) -> tuple[int, str]:
+    """Connect, read until the server closes; its close code and reason."""
+    async with websockets.connect(url, subprotocols=subprotocols, open_timeout=5) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+        return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_clients_need_a_valid_token_for_their_room():
+    room = f"molecule-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        assert await closed_with(f"{SYNC_URL}/{room}") == (1008, "authentication required")
+        assert (await closed_with(f"{SYNC_URL}/{room}?token={sync_token('another-room')}"))[0] == 1008
+        assert await closed_with(f"{SYNC_URL}/{room}?token={sync_token(room, ttl_s=-120)}") == (1008, "token expired")
+        forged = sync_token(room)[:-4] + "AAAA"
+        assert await closed_with(f"{SYNC_URL}/{room}?token={forged}") == (1008, "invalid token")
+        # A writer, a reader with a read-only token: the reader reads, its edits are refused.
+        writer = await client(room).connect()
+        await writer.insert("written;")
+        reader = await client(room, read_only=True).connect()
+        await eventually(lambda: str(reader.text) == "written;", what="the read-only client to read")
+        await reader.insert("forbidden;")
+        await eventually(lambda: reader.closed is not None, what="the read-only client's edit to be refused")
+        assert reader.closed[0] == 1008, reader.closed
+        assert "forbidden" not in str(writer.text)
+        await writer.close()
+        # A browser puts its token in the subprotocol header instead of the URL.
+        async with websockets.connect(f"{SYNC_URL}/{room}", open_timeout=5,
+                                      subprotocols=["rtmx-sync", f"token.{sync_token(room)}"]) as ws:
+            assert ws.subprotocol == "rtmx-sync"
+            assert (await asyncio.wait_for(ws.recv(), 5))[0] == 0  # the server's sync message
+
+    asyncio.run(scenario())
+
+
+def test_tokens_reach_no_log(lbs, inventory):
+    import testinfra
+
+    room = f"molecule-{uuid.uuid4().hex[:8]}"
+    token = sync_token(room)
+
+    async def scenario():
+        c = await YClient(SYNC_URL, room, token).connect()
+        await c.insert("logged?")
+        await c.close()
+
+    asyncio.run(scenario())
+    # The token's signature is what must not leak; the lbs' HAProxy logs and every sync server's journal.
+    signature = token.rsplit(".", 1)[1]
+    hosts = {name: lbs[name] for name in lbs}
+    hosts.update({name: testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}") for name in SYNC})
+    for name, host in hosts.items():
+        logs = host.run("journalctl --no-pager -q --since '-10min' 2>/dev/null; cat /var/log/haproxy.log 2>/dev/null")
+        assert signature not in logs.stdout, f"a sync token reached the logs of {name}"
 
 
 def test_killed_sync_server_loses_nothing(lbs, inventory):
@@ -61,18 +133,17 @@ def test_killed_sync_server_loses_nothing(lbs, inventory):
     room = f"molecule-{uuid.uuid4().hex[:8]}"
 
     async def scenario():
-        a = await YClient(SYNC_URL, room).connect()
+        a = await client(room).connect()
         for i in range(20):
             await a.insert(f"{i};")
-        # Blocking calls (testinfra) run in threads: the client's event loop keeps answering pings.
-        connections = await asyncio.to_thread(_connections, lbs["lb1"])
-        holder = next(name for name, n in connections.items() if n == 1)
+        holder = a.ws.response.headers["X-Rtmx-Sync-Server"]
         node = testinfra.get_host(f"ansible://{holder}?ansible_inventory={inventory}")
+        # Blocking calls (testinfra) run in threads: the client's event loop keeps answering pings.
         await asyncio.to_thread(node.check_output, "systemctl kill -s KILL rtmx-sync")
         await eventually(lambda: a.closed is not None, what="the client to notice the dead server")
         a.text += "offline;"
         await eventually_connect(a)
-        b = await YClient(SYNC_URL, room).connect()
+        b = await client(room).connect()
         await eventually(lambda: str(a.text) == str(b.text) and str(b.text).count(";") == 21, within=30)
         await a.close()
         await b.close()
@@ -91,4 +162,64 @@ async def eventually_connect(client, timeout: float = 30.0):
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
+
+
+def test_rolling_restart_loses_no_edit_and_every_client_comes_back(inventory):
+    """rolling-restart.yml restarts every sync server, one at a time, while clients in rooms spread over
+    all of them edit through the VIP: every client is back after each restart, nothing is lost."""
+    rooms = [f"rolling-{uuid.uuid4().hex[:6]}-{i}" for i in range(9)]
+    done = threading.Event()
+    outcome = {}
+
+    def restart():
+        started = time.monotonic()
+        try:
+            playbook(PROJECT_DIR, inventory, "playbooks/rolling-restart.yml", timeout=600)
+            outcome["ok"] = True
+        finally:
+            outcome["duration_s"] = round(time.monotonic() - started, 1)
+            done.set()
+
+    async def edit(c: YClient, gaps: list, served: set):
+        n = 0
+        while not done.is_set():
+            if c.closed is not None:
+                lost_at = time.monotonic()
+                await eventually_connect(c, timeout=60)
+                gaps.append(time.monotonic() - lost_at)
+            served.add(c.ws.response.headers["X-Rtmx-Sync-Server"])
+            n += 1
+            try:
+                await c.insert(f"[{id(c)}:{n}]")
+            except Exception:  # kept locally, synced on reconnect
+                pass
+            await asyncio.sleep(0.2)
+
+    async def scenario():
+        clients = [await client(room).connect() for room in rooms for _ in range(2)]
+        gaps: list[float] = []
+        served: set = set()
+        worker = threading.Thread(target=restart)
+        worker.start()
+        await asyncio.gather(*(edit(c, gaps, served) for c in clients))
+        await asyncio.to_thread(worker.join)
+        assert outcome.get("ok"), "rolling-restart.yml failed"
+        assert served == set(SYNC), f"the rooms did not cover every server: {served}"
+        for a, b in zip(clients[::2], clients[1::2]):
+            await eventually(lambda a=a, b=b: a.closed is None and b.closed is None and str(a.text) == str(b.text),
+                             within=30, what="both clients of a room connected and converged")
+        expected = {room: str(a.text) for room, a in zip(rooms, clients[::2])}
+        for c in clients:
+            await c.close()
+        for room, text in expected.items():
+            fresh = await client(room).connect()
+            await eventually(lambda fresh=fresh, text=text: str(fresh.text) == text, within=30,
+                             what=f"room {room} read back whole")
+            await fresh.close()
+        print(f"rolling restart: {outcome['duration_s']} s, {len(gaps)} client reconnects, "
+              f"longest client gap {max(gaps, default=0):.2f} s")
+        assert gaps, "no client was moved: the restart did not drain anyone"
+        assert max(gaps) < 5, f"a client was away {max(gaps):.2f} s"
+
+    asyncio.run(scenario())

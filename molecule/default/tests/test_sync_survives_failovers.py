@@ -5,7 +5,7 @@ import asyncio
 import json
 import uuid
 
-from conftest import ADDRESSES, VIP, leader_name, patroni_cluster, redis_cli, redis_master, secret, wait_for
+from conftest import ADDRESSES, VIP, leader_name, patroni_cluster, redis_cli, redis_master, secret, sync_token, wait_for
 from rtmx_sync.client import YClient, eventually
 
 testinfra_hosts = ["lb1"]
@@ -46,7 +46,8 @@ def test_sync_survives_postgres_switchover_and_redis_failover(nodes, lbs):
         wait_for(lambda: _healthy(lbs["lb1"]), timeout=60, what="every sync server healthy again")
 
     async def scenario():
-        clients = {room: [await YClient(f"ws://{VIP}:8080", room).connect() for _ in range(2)] for room in rooms}
+        clients = {room: [await YClient(f"ws://{VIP}:8080", room, sync_token(room)).connect() for _ in range(2)]
+                   for room in rooms}
         for room, (a, _) in clients.items():
             await a.insert(f"{room}:before;")
         # Blocking calls (testinfra, curl) run in threads: the clients' event loop keeps answering pings.
@@ -66,7 +67,7 @@ def test_sync_survives_postgres_switchover_and_redis_failover(nodes, lbs):
             await b.close()
         # Every update reached PostgreSQL: a new client of each room gets the whole document.
         for room, text in expected.items():
-            fresh = await YClient(f"ws://{VIP}:8080", room).connect()
+            fresh = await YClient(f"ws://{VIP}:8080", room, sync_token(room)).connect()
             await eventually(lambda fresh=fresh, text=text: str(fresh.text) == text, within=30)
             await fresh.close()
 
