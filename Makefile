@@ -65,6 +65,13 @@ drill-locked: venv
 	@test -f .lab/connection.env || $(MAKE) --no-print-directory lab
 	ansible-playbook -i inventories/lab playbooks/failover-drill.yml $(DRILL_ARGS)
 
+.PHONY: bench-sync bench-sync-locked
+bench-sync: ## Benchmark the sync tier on the lab (make lab first; not a test); BENCH_ARGS='--clients 300 --spread mixed'
+	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
+bench-sync-locked: venv
+	@test -f .lab/connection.env || { echo "no .lab/connection.env: run make lab first" >&2; exit 1; }
+	python scripts/bench_sync.py $(BENCH_ARGS)
+
 .PHONY: verify
 verify: venv ## Verify the lab's whole stack (rtmx.ha.ha_verify)
 	ansible-playbook -i inventories/lab playbooks/verify.yml
