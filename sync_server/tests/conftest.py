@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -39,61 +40,108 @@ def wait_until(check, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class RedisServer:
+    """One redis-server process (no persistence) that a test may stop and start again on the same port."""
+
+    def __init__(self, workdir: Path):
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.fail("redis-server is not installed (make test installs Debian's redis-server)")
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2).close() is None, what="redis")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class PostgresServer:
+    """One PostgreSQL 15 cluster that a test may stop and start again on the same port."""
+
+    def __init__(self):
+        if not (PG_BIN / "initdb").exists():
+            pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (make test installs postgresql-15)")
+        # PostgreSQL refuses to run as root: as root, run it as the postgres user in a directory it owns.
+        self.parent = Path(tempfile.mkdtemp(prefix="rtmx-sync-pg-", dir="/var/tmp"))
+        self.datadir = self.parent / "data"
+        self.port = free_port()
+        self.as_postgres = []
+        if os.geteuid() == 0:
+            self.as_postgres = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.parent, "postgres", "postgres")
+        subprocess.run(
+            [*self.as_postgres, str(PG_BIN / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(
+            [*self.as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), *args],
+            check=check,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def start(self) -> PostgresServer:
+        options = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1"
+        self._ctl("-w", "-l", str(self.datadir / "log"), "-o", options, "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-w", "-m", mode, "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (make test installs Debian's redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_until(lambda: socket.create_connection(("127.0.0.1", port), 0.2).close() is None, what="redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_dsn():
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (make test installs postgresql-15)")
-    # PostgreSQL refuses to run as root: as root, run it as the postgres user in a directory it owns.
-    parent = Path(tempfile.mkdtemp(prefix="rtmx-sync-pg-", dir="/var/tmp"))
-    datadir = parent / "data"
-    port = free_port()
-    as_postgres = []
-    if os.geteuid() == 0:
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(parent, "postgres", "postgres")
-    subprocess.run(
-        [*as_postgres, str(PG_BIN / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [
-            *as_postgres,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(datadir),
-            "-w",
-            "-l",
-            str(datadir / "log"),
-            "-o",
-            f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run(
-        [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"], stdout=subprocess.DEVNULL
-    )
-    shutil.rmtree(parent, ignore_errors=True)
+    server = PostgresServer().start()
+    yield server.dsn
+    server.remove()
+
+
+@pytest.fixture()
+def own_redis(tmp_path):
+    """A Redis of this test's own, which it may stop and start."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def own_postgres():
+    """A PostgreSQL of this test's own, which it may stop and start."""
+    server = PostgresServer().start()
+    yield server
+    server.remove()
 
 
 class SyncServer:
@@ -102,16 +150,18 @@ class SyncServer:
     def __init__(self, name: str, redis_url: str, postgres_dsn: str, **extra: str):
         self.name = name
         self.port = free_port()
-        self.env = dict(
-            os.environ,
-            RTMX_SYNC_SERVER_PORT=str(self.port),
-            RTMX_SYNC_SERVER_SERVER_ID=name,
-            RTMX_SYNC_REDIS_URL=redis_url,
-            RTMX_SYNC_POSTGRES_DSN=postgres_dsn,
-            RTMX_SYNC_SYNC_RESYNC_INTERVAL_S="0.5",
-            RTMX_SYNC_SERVER_ALLOW_ANONYMOUS="true",
+        self.env = {
+            **os.environ,
+            "RTMX_SYNC_SERVER_PORT": str(self.port),
+            "RTMX_SYNC_SERVER_SERVER_ID": name,
+            "RTMX_SYNC_REDIS_URL": redis_url,
+            "RTMX_SYNC_POSTGRES_DSN": postgres_dsn,
+            "RTMX_SYNC_SYNC_RESYNC_INTERVAL_S": "0.5",
+            "RTMX_SYNC_SERVER_ALLOW_ANONYMOUS": "true",
+            # uvicorn would believe X-Forwarded-For from 127.0.0.1 itself; the server's trusted_proxies decide.
+            "FORWARDED_ALLOW_IPS": "192.0.2.1",
             **extra,
-        )
+        }
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -119,11 +169,25 @@ class SyncServer:
         return f"ws://127.0.0.1:{self.port}"
 
     def health(self) -> int:
+        return self.health_report()[0]
+
+    def health_report(self) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of GET /health."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as answer:
-                return answer.status
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
         except urllib.error.HTTPError as error:
-            return error.code
+            return error.code, json.loads(error.read())
+
+    def metrics(self) -> dict[str, float]:
+        """GET /metrics as {series (with labels): value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            lines = answer.read().decode().splitlines()
+        samples = (line.rpartition(" ") for line in lines if line and not line.startswith("#"))
+        return {name: float(value) for name, _, value in samples}
+
+    def refused(self, reason: str) -> float:
+        return self.metrics().get(f'rtmx_sync_refused_total{{reason="{reason}"}}', 0.0)
 
     def start(self) -> SyncServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "rtmx_sync.cli"], env=self.env)
@@ -142,9 +206,10 @@ class SyncServer:
 
 @pytest.fixture()
 def servers(redis_url, postgres_dsn):
+    """start(name, redis_url=..., postgres_dsn=..., **RTMX_SYNC_* environment): a running server."""
     started: list[SyncServer] = []
 
-    def start(name: str, **extra: str) -> SyncServer:
+    def start(name: str, redis_url: str = redis_url, postgres_dsn: str = postgres_dsn, **extra: str) -> SyncServer:
         server = SyncServer(name, redis_url, postgres_dsn, **extra).start()
         started.append(server)
         return server

@@ -1,6 +1,7 @@
 """Several active servers converge through Redis and PostgreSQL."""
 
 import asyncio
+import secrets
 import uuid
 
 import psycopg
@@ -8,6 +9,7 @@ import pytest
 import websockets
 
 from conftest import YClient, eventually
+from rtmx_sync.auth import issue
 
 
 def room() -> str:
@@ -114,15 +116,21 @@ def test_bad_frames_and_room_names_close_only_that_connection(servers):
     assert server.health() == 200
 
 
-def test_token_authentication(servers):
-    server = servers("sync-a", RTMX_SYNC_SERVER_AUTH_TOKEN="s3cret-token-for-tests")
+def test_token_authentication(servers, tmp_path):
+    key = secrets.token_urlsafe(48).encode()
+    (tmp_path / "sync.key").write_bytes(key + b"\n")
+    server = servers(
+        "sync-a", RTMX_SYNC_SERVER_AUTH_KEY_FILE=str(tmp_path / "sync.key"), RTMX_SYNC_SERVER_ALLOW_ANONYMOUS="false"
+    )
+    name = room()
 
     async def scenario():
-        async with websockets.connect(f"{server.url}/{room()}") as anonymous:
+        async with websockets.connect(f"{server.url}/{name}") as anonymous:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await anonymous.recv()
-            assert closed.value.rcvd.code == 1008
-        async with websockets.connect(f"{server.url}/{room()}?token=s3cret-token-for-tests") as allowed:
+            assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "authentication required"
+        token = issue(key, name, "alice", ttl_s=300)
+        async with websockets.connect(f"{server.url}/{name}?token={token}") as allowed:
             assert (await allowed.recv())[0] == 0  # SYNC_STEP1 from the server
 
     run(scenario())

@@ -67,11 +67,12 @@ def vip_holders(lbs) -> list:
     return [name for name, node in lbs.items() if f"inet {VIP}/" in node.check_output("ip -o -4 addr show")]
 
 
-def sync_token(room: str, user: str = "molecule", ttl_s: float = 3600, read_only: bool = False) -> str:
+def sync_token(room: str, user: str = "molecule", ttl_s: float = 3600, read_only: bool = False,
+               now: float | None = None) -> str:
     """A token for a sync room (or a prefix ending in *), signed with the scenario's generated key."""
     from rtmx_sync.auth import issue
 
-    return issue(secret("sync_server_auth_key").encode(), room, user, ttl_s, read_only=read_only)
+    return issue(secret("sync_server_auth_key").encode(), room, user, ttl_s, read_only=read_only, now=now)
 
 
 def playbook_env(project_dir) -> dict:

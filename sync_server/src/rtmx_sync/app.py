@@ -1,11 +1,19 @@
-"""ASGI application: WebSocket rooms at /<room>, GET /health, GET /metrics."""
+"""ASGI application: WebSocket rooms at /<room>, GET /health, GET /metrics.
+
+`app.state.begin_drain()` (async) starts a graceful shutdown: /health turns
+503 at once so the load balancers stop sending new clients, then every client
+is closed with 1012 and the write buffer is flushed. The command line calls it
+on SIGTERM before uvicorn stops accepting connections.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import time
+from collections import Counter
+from ipaddress import ip_address, ip_network
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,143 +21,365 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .auth import AuthError, TokenVerifier, token_from_request
 from .bus import RedisBus
 from .config import Settings
-from .rooms import ROOM_NAME, Metrics, ProtocolError, RoomRegistry
+from .rooms import (
+    CLOSE_ERROR,
+    CLOSE_POLICY,
+    CLOSE_RESTART,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    ROOM_NAME,
+    Connection,
+    Metrics,
+    ProtocolError,
+    Refused,
+    Room,
+    RoomRegistry,
+)
 from .store import UpdateStore
 
 log = logging.getLogger(__name__)
 
-# Close codes sent to clients (RFC 6455 and the y-websocket conventions).
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTART = 1012
+# Health: dependency checks are cached this long and bounded by CHECK_TIMEOUT_S.
+CHECK_CACHE_S = 1.0
+CHECK_TIMEOUT_S = 1.0
+LOOP_TICK_S = 0.25
+MAX_LOOP_LAG_S = 2.0
 
 
-def create_app(settings: Settings) -> Starlette:
-    store = UpdateStore(settings.postgres_dsn, settings.server_id, settings.compaction_threshold)
-    bus = RedisBus(settings)
-    metrics = Metrics()
-    registry = RoomRegistry(settings.server_id, store, bus, metrics, settings.resync_interval_s)
-    sockets: set[WebSocket] = set()
+class TokenBucket:
+    """`rate` messages a second with bursts of `burst`. A sender may run up a
+    debt of another `burst` messages; beyond that it is over the limit."""
 
-    async def health(_: Request) -> JSONResponse:
-        checks = {}
-        for name, probe in (("redis", bus.ping), ("postgres", store.ping)):
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - 1
+        self.at = now
+        return self.tokens >= -self.burst
+
+
+def _short(reason: str) -> str:
+    # A close reason must fit in a control frame (123 bytes).
+    return reason.encode()[:120].decode(errors="ignore")
+
+
+class SyncService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = UpdateStore(settings)
+        self.bus = RedisBus(settings)
+        self.metrics = Metrics()
+        self.registry = RoomRegistry(settings, self.store, self.bus, self.metrics)
+        self.verifier = TokenVerifier.from_settings(settings)
+        self._trusted = [ip_network(proxy, strict=False) for proxy in settings.trusted_proxies]
+        self.connections: set[Connection] = set()
+        self._per_address: Counter[str] = Counter()
+        self._none_connected = asyncio.Event()
+        self._none_connected.set()
+        self.draining = False
+        self._drain: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
+        self._last_tick = 0.0
+        self._lag = 0.0
+        self._checks: asyncio.Task | None = None
+        self._checked_at = 0.0
+
+    # Life cycle
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app):
+        await self.store.start()
+        self.bus.start()
+        self._last_tick = asyncio.get_running_loop().time()
+        self._ticker = asyncio.create_task(self._tick_forever())
+        log.info("rtmx-sync %s ready", self.settings.server_id)
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting by now: no point waiting for the load balancers.
+            await self._drain_once(wait_for_lb=False)
+            self.registry.close()
+            self._ticker.cancel()
+            await self.store.close()
+            await self.bus.close()
+
+    async def begin_drain(self) -> None:
+        """Graceful shutdown within settings.shutdown_grace_s: /health answers 503 at
+        once; after a third of it (the load balancers notice) every client is closed
+        with 1012 and the write buffer is flushed. Idempotent."""
+        await self._drain_once(wait_for_lb=True)
+
+    async def _drain_once(self, wait_for_lb: bool) -> None:
+        if self._drain is None:
+            self.draining = True
+            self._drain = asyncio.create_task(self._drain_all(wait_for_lb))
+        await asyncio.shield(self._drain)
+
+    async def _drain_all(self, wait_for_lb: bool) -> None:
+        budget = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + budget
+        log.info("draining: %d clients, %d pending writes", len(self.connections), self.store.pending)
+        if wait_for_lb:
+            await asyncio.sleep(budget / 3)
+        for connection in list(self.connections):
+            connection.close(CLOSE_RESTART, "server restarting, reconnect")
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self._none_connected.wait(), self.store.flush()),
+                max(0.1, deadline - time.monotonic()),
+            )
+        except TimeoutError:
+            log.warning(
+                "drain: grace period over with %d clients still closing and %d writes pending",
+                len(self.connections),
+                self.store.pending,
+            )
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LOOP_TICK_S)
+            self._last_tick = loop.time()
+            self._lag = max(0.0, self._last_tick - before - LOOP_TICK_S)
+
+    def loop_lag(self) -> float:
+        since_tick = asyncio.get_running_loop().time() - self._last_tick - LOOP_TICK_S
+        return max(self._lag, since_tick, 0.0)
+
+    # HTTP
+
+    async def _dependencies(self) -> dict[str, str]:
+        """PostgreSQL and Redis as last seen, probed at most once per CHECK_CACHE_S."""
+        if self._checks is None or (self._checks.done() and time.monotonic() - self._checked_at > CHECK_CACHE_S):
+            self._checked_at = time.monotonic()
+            self._checks = asyncio.create_task(self._check_dependencies())
+        return await asyncio.shield(self._checks)
+
+    async def _check_dependencies(self) -> dict[str, str]:
+        async def check(component, probe) -> str:
+            if time.monotonic() - component.last_ok < CHECK_CACHE_S:
+                return "ok"
             try:
-                await asyncio.wait_for(probe(), timeout=2)
-                checks[name] = "ok"
+                await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
             except Exception as error:
-                checks[name] = f"error: {type(error).__name__}: {error}"
-        healthy = all(value == "ok" for value in checks.values())
-        body = {
-            "status": "ok" if healthy else "unavailable",
-            "server": settings.server_id,
-            "checks": checks,
-            "pending_writes": store.pending,
-        }
-        return JSONResponse(body, status_code=200 if healthy else 503)
+                return f"error: {type(error).__name__}: {error}"[:200]
+            return "ok"
 
-    async def prometheus(_: Request) -> PlainTextResponse:
+        postgres, redis = await asyncio.gather(check(self.store, self.store.ping), check(self.bus, self.bus.ping))
+        return {"postgres": postgres, "redis": redis}
+
+    async def health(self, _: Request) -> JSONResponse:
+        """200 while this server can accept and relay ("ok", or "degraded" when a
+        dependency is down: writes wait, clients stay); 503 "unavailable" otherwise."""
+        lag = self.loop_lag()
+        oldest_start = self.registry.oldest_start()
+        problems = []
+        if self.draining:
+            problems.append("draining")
+        if lag > MAX_LOOP_LAG_S:
+            problems.append(f"event loop lag {lag:.1f}s")
+        if oldest_start is not None and time.monotonic() - oldest_start > 3 * self.settings.io_timeout_s:
+            problems.append("a room start is stuck")
+        if self.store.pending >= self.store.buffer_max:
+            problems.append("write buffer full")
+        checks = await self._dependencies()
+        if problems:
+            status = "unavailable"
+        else:
+            status = "ok" if all(value == "ok" for value in checks.values()) else "degraded"
+        body = {
+            "status": status,
+            "server": self.settings.server_id,
+            "problems": problems,
+            "checks": checks,
+            "draining": self.draining,
+            "pending_writes": self.store.pending,
+            "write_buffer_max": self.store.buffer_max,
+            "connections": len(self.connections),
+            "rooms": len(self.registry.rooms),
+            "loop_lag_s": round(lag, 3),
+        }
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def prometheus(self, _: Request) -> PlainTextResponse:
+        m, store, bus = self.metrics, self.store.metrics, self.bus.metrics
         lines = [
             "# TYPE rtmx_sync_connections gauge",
-            f"rtmx_sync_connections {metrics.connections}",
+            f"rtmx_sync_connections {len(self.connections)}",
             "# TYPE rtmx_sync_rooms gauge",
-            f"rtmx_sync_rooms {len(registry.rooms)}",
+            f"rtmx_sync_rooms {len(self.registry.rooms)}",
             "# TYPE rtmx_sync_updates_in_total counter",
-            f"rtmx_sync_updates_in_total {metrics.updates_in}",
+            f"rtmx_sync_updates_in_total {m.updates_in}",
             "# TYPE rtmx_sync_updates_out_total counter",
-            f"rtmx_sync_updates_out_total {metrics.updates_out}",
+            f"rtmx_sync_updates_out_total {m.updates_out}",
             "# TYPE rtmx_sync_remote_updates_total counter",
-            f"rtmx_sync_remote_updates_total {metrics.remote_updates}",
+            f"rtmx_sync_remote_updates_total {m.remote_updates}",
             "# TYPE rtmx_sync_protocol_errors_total counter",
-            f"rtmx_sync_protocol_errors_total {metrics.protocol_errors}",
+            f"rtmx_sync_protocol_errors_total {m.protocol_errors}",
+            "# TYPE rtmx_sync_refused_total counter",
+            *(f'rtmx_sync_refused_total{{reason="{reason}"}} {count}' for reason, count in sorted(m.refused.items())),
             "# TYPE rtmx_sync_pending_writes gauge",
-            f"rtmx_sync_pending_writes {store.pending}",
+            f"rtmx_sync_pending_writes {self.store.pending}",
+            "# TYPE rtmx_sync_write_buffer_max gauge",
+            f"rtmx_sync_write_buffer_max {self.store.buffer_max}",
+            "# TYPE rtmx_sync_write_batch_size summary",
+            f"rtmx_sync_write_batch_size_sum {store.batched_updates}",
+            f"rtmx_sync_write_batch_size_count {store.batches}",
+            "# TYPE rtmx_sync_store_latency_seconds summary",
+            f"rtmx_sync_store_latency_seconds_sum {store.batch_latency_sum:.6f}",
+            f"rtmx_sync_store_latency_seconds_count {store.batches}",
+            "# TYPE rtmx_sync_store_errors_total counter",
+            f"rtmx_sync_store_errors_total {store.errors}",
+            "# TYPE rtmx_sync_redis_published_total counter",
+            f"rtmx_sync_redis_published_total {bus.published}",
+            "# TYPE rtmx_sync_redis_publish_dropped_total counter",
+            f"rtmx_sync_redis_publish_dropped_total {bus.publish_dropped}",
+            "# TYPE rtmx_sync_redis_read_errors_total counter",
+            f"rtmx_sync_redis_read_errors_total {bus.read_errors}",
             "# TYPE rtmx_sync_cross_server_latency_seconds summary",
-            f"rtmx_sync_cross_server_latency_seconds_sum {metrics.latency_sum:.6f}",
-            f"rtmx_sync_cross_server_latency_seconds_count {metrics.latency_count}",
+            f"rtmx_sync_cross_server_latency_seconds_sum {m.latency_sum:.6f}",
+            f"rtmx_sync_cross_server_latency_seconds_count {m.latency_count}",
+            "# TYPE rtmx_sync_event_loop_lag_seconds gauge",
+            f"rtmx_sync_event_loop_lag_seconds {self.loop_lag():.6f}",
+            "# TYPE rtmx_sync_draining gauge",
+            f"rtmx_sync_draining {int(self.draining)}",
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    def authorised(websocket: WebSocket) -> bool:
-        if not settings.auth_token:
-            return True
-        offered = websocket.query_params.get("token", "")
-        header = websocket.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            offered = header[7:]
-        return hmac.compare_digest(offered.encode(), settings.auth_token.encode())
+    # WebSocket
 
-    async def websocket_health(websocket: WebSocket) -> None:
+    async def websocket_health(self, websocket: WebSocket) -> None:
         # For load balancer checks: the upgrade works (101), no room is opened.
         await websocket.accept()
         await websocket.close(1000, reason="ok")
 
-    async def room_endpoint(websocket: WebSocket) -> None:
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def client_address(self, websocket: WebSocket) -> str:
+        """The peer, or behind a trusted proxy the address it forwarded."""
+        peer = websocket.client.host if websocket.client else ""
+        if not self._is_trusted(peer):
+            return peer
+        hops = [hop.strip() for value in websocket.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+        hops = [hop for hop in hops if hop]
+        # The last address a trusted proxy did not add itself: what is left of it may be forged by the client.
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    async def _refuse(self, websocket: WebSocket, code: int, reason: str, metric: str) -> None:
+        self.metrics.refused[metric] += 1
+        with contextlib.suppress(Exception):
+            await websocket.close(code, reason=_short(reason))
+
+    async def room_endpoint(self, websocket: WebSocket) -> None:
         name = websocket.path_params["room"]
-        await websocket.accept()
+        token, subprotocol = token_from_request(websocket.query_params, websocket.headers)
+        # Accept first: a close code and reason can only be sent on an open WebSocket.
+        await websocket.accept(subprotocol=subprotocol)
+        if self.draining:
+            return await self._refuse(websocket, CLOSE_RESTART, "server restarting, reconnect", "draining")
         if not ROOM_NAME.match(name):
-            await websocket.close(CLOSE_POLICY, reason="invalid room name")
-            return
-        if not authorised(websocket):
-            await websocket.close(CLOSE_POLICY, reason="authentication required")
-            return
+            return await self._refuse(websocket, CLOSE_POLICY, "invalid room name", "invalid_room")
         try:
-            room = await registry.acquire(name)
-        except Exception as error:
-            log.warning("room %s unavailable: %s", name, error)
-            await websocket.close(CLOSE_RESTART, reason="room state unavailable, retry")
-            return
-        sockets.add(websocket)
-        metrics.connections += 1
+            grant = self.verifier.verify(token, name)
+        except AuthError as error:
+            return await self._refuse(websocket, CLOSE_POLICY, str(error), "auth")
+        address = self.client_address(websocket)
+        if len(self.connections) >= self.settings.max_connections:
+            return await self._refuse(websocket, CLOSE_TRY_AGAIN, "server full, try again later", "max_connections")
+        if self._per_address[address] >= self.settings.max_connections_per_address:
+            return await self._refuse(
+                websocket, CLOSE_TRY_AGAIN, "too many connections from this address", "max_connections_per_address"
+            )
+        connection = Connection(websocket, self.metrics, self.settings.client_queue_max, grant.read_only)
+        self.connections.add(connection)
+        self._none_connected.clear()
+        self._per_address[address] += 1
+        room = self.registry.acquire(name)
+        expiry = None
+        if grant.expires_at is not None:
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, grant.expires_at - time.time()),
+                connection.close,
+                CLOSE_POLICY,
+                "token expired",
+                "token_expired",
+            )
         try:
-            await room.join(websocket)
+            await connection.serve(self._read(connection, room))
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            self.registry.release(room, connection)
+            self.connections.discard(connection)
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+            if not self.connections:
+                self._none_connected.set()
+
+    async def _read(self, connection: Connection, room: Room) -> None:
+        """The connection's receive loop: one message at a time, each stored before the next is read."""
+        settings = self.settings
+        try:
+            if not await room.wait_ready(2 * settings.io_timeout_s):
+                self.registry.discard(room)
+                raise Refused(CLOSE_TRY_AGAIN, "room unavailable, retry", "room_unavailable")
+            room.join(connection)
+            bucket = TokenBucket(settings.max_messages_per_second, 2 * settings.max_messages_per_second)
             while True:
-                message = await websocket.receive()
+                message = await connection.websocket.receive()
                 if message["type"] == "websocket.disconnect":
-                    break
+                    if message.get("code") == CLOSE_TOO_BIG:
+                        # uvicorn enforces ws_max_size (= max_message_bytes) itself and closes with 1009.
+                        self.metrics.refused["message_too_big"] += 1
+                    return
                 data = message.get("bytes")
                 if data is None:
                     raise ProtocolError("text frames are not part of the protocol")
                 if len(data) > settings.max_message_bytes:
-                    await websocket.close(CLOSE_TOO_BIG, reason="message too big")
-                    break
-                await room.receive(websocket, data)
+                    raise Refused(CLOSE_TOO_BIG, "message too big", "message_too_big")
+                if not bucket.take():
+                    raise Refused(CLOSE_TRY_AGAIN, "too many messages, try again later", "rate_limit")
+                await room.receive(connection, data)
         except ProtocolError as error:
-            metrics.protocol_errors += 1
-            log.info("closing a client of room %s: %s", name, error)
-            with contextlib.suppress(Exception):
-                await websocket.close(CLOSE_POLICY, reason=str(error)[:120])
-        except (WebSocketDisconnect, RuntimeError):
+            self.metrics.protocol_errors += 1
+            log.info("closing a client of room %s: %s", room.name, error)
+            connection.close(CLOSE_POLICY, _short(str(error)))
+        except Refused as error:
+            log.info("closing a client of room %s: %s", room.name, error.reason)
+            connection.close(error.code, error.reason, error.metric)
+        except WebSocketDisconnect:
             pass
-        finally:
-            sockets.discard(websocket)
-            metrics.connections -= 1
-            await registry.release(room, websocket)
+        except Exception:
+            log.exception("room %s: unexpected error on a connection", room.name)
+            connection.close(CLOSE_ERROR, "internal error")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        await store.start()
-        log.info("rtmx-sync %s ready", settings.server_id)
-        try:
-            yield
-        finally:
-            # Graceful shutdown: clients reconnect (to another server through HAProxy).
-            for websocket in list(sockets):
-                with contextlib.suppress(Exception):
-                    await websocket.close(CLOSE_RESTART, reason="server shutting down")
-            await registry.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(store.flush(), timeout=settings.shutdown_grace_s)
-            await store.close()
-            await bus.close()
 
+def create_app(settings: Settings) -> Starlette:
+    service = SyncService(settings)
     routes = [
-        Route("/health", health),
-        Route("/metrics", prometheus),
-        WebSocketRoute("/_health", websocket_health),
-        WebSocketRoute("/{room:path}", room_endpoint),
+        Route("/health", service.health),
+        Route("/metrics", service.prometheus),
+        WebSocketRoute("/_health", service.websocket_health),
+        WebSocketRoute("/{room:path}", service.room_endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=service.lifespan)
+    app.state.begin_drain = service.begin_drain
+    app.state.service = service
+    return app

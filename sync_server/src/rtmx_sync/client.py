@@ -6,7 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import websockets
-from pycrdt import Doc, Text, YMessageType, create_sync_message, create_update_message, handle_sync_message
+from pycrdt import (
+    Doc,
+    Text,
+    YMessageType,
+    YSyncMessageType,
+    create_sync_message,
+    create_update_message,
+    handle_sync_message,
+)
 
 
 class YClient:
@@ -18,11 +26,14 @@ class YClient:
         self.text = self.doc.get("text", type=Text)
         self.ws = None
         self.closed: tuple[int | None, str | None] | None = None
+        # Set when the server has answered this connection's sync step 1 (the handshake is complete).
+        self.synced = asyncio.Event()
         self._reader: asyncio.Task | None = None
 
     async def connect(self, url: str | None = None, open_timeout: float = 10.0) -> YClient:
         self.url = (url or self.url).rstrip("/")
         self.closed = None
+        self.synced.clear()
         query = f"?token={self.token}" if self.token else ""
         self.ws = await websockets.connect(f"{self.url}/{self.room}{query}", max_size=None, open_timeout=open_timeout)
         await self.ws.send(create_sync_message(self.doc))
@@ -33,6 +44,8 @@ class YClient:
         try:
             async for message in self.ws:
                 if message[0] == YMessageType.SYNC:
+                    if message[1] == YSyncMessageType.SYNC_STEP2:
+                        self.synced.set()
                     reply = handle_sync_message(message[1:], self.doc)
                     if reply is not None:
                         await self.ws.send(reply)

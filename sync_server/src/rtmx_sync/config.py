@@ -7,6 +7,7 @@ import os
 import socket
 import tomllib
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 from pathlib import Path
 
 
@@ -183,10 +184,22 @@ def _validate(s: Settings) -> None:
         )
     if s.auth_key_file and not Path(s.auth_key_file).is_file():
         raise ConfigError(f"setting server.auth_key_file: file {s.auth_key_file} does not exist")
-    for name in ("max_connections", "max_connections_per_address", "max_document_bytes", "write_batch_max",
-                 "write_buffer_max", "postgres_pool_size", "client_queue_max"):
+    for name in (
+        "max_connections",
+        "max_connections_per_address",
+        "max_document_bytes",
+        "write_batch_max",
+        "write_buffer_max",
+        "postgres_pool_size",
+        "client_queue_max",
+    ):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be at least 1")
     for name in ("max_messages_per_second", "io_timeout_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be positive")
+    for proxy in s.trusted_proxies:
+        try:
+            ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"setting server.trusted_proxies: {proxy!r} is not an address or CIDR network") from None

@@ -1,6 +1,12 @@
 """Rooms: one pycrdt document per room on each server, kept in step with
 local clients (y-websocket protocol), with the other servers (Redis stream)
-and with PostgreSQL (the durable log, read back periodically)."""
+and with PostgreSQL (the durable log, read back periodically).
+
+An update from a local client is applied to the room's document (which
+validates it), stored, and only once it is committed relayed to the room's
+other clients and published to the other servers with its row id. Rows are
+deduplicated by id: each room remembers the ids it has applied.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ import asyncio
 import logging
 import re
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pycrdt import (
     Doc,
@@ -17,199 +23,353 @@ from pycrdt import (
     YSyncMessageType,
     create_sync_message,
     create_update_message,
+    get_state,
+    get_update,
     handle_sync_message,
     read_message,
 )
 
 from .bus import RedisBus
-from .store import UpdateStore
+from .config import Settings
+from .store import Compaction, UpdateStore
 
 log = logging.getLogger(__name__)
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]{0,199}$")
-# PostgreSQL ids are assigned at INSERT but become visible at COMMIT, possibly
-# out of order: re-read this many ids back (applying an update twice is harmless).
-RESYNC_OVERLAP = 200
+EMPTY_UPDATE = b"\x00\x00"
+EMPTY_STATE = b"\x00"
+
+# Close codes sent to clients (RFC 6455 and the y-websocket conventions).
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_ERROR = 1011
+CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+# How long a close frame may wait behind data the client does not read.
+CLOSE_TIMEOUT_S = 10.0
 
 
 class ProtocolError(ValueError):
     """The client sent something that is not a y-websocket message."""
 
 
-class Client(Protocol):
-    async def send_bytes(self, data: bytes) -> None: ...
+class Refused(Exception):
+    """A limit or permission: close the connection with this code and reason, counted under `metric`."""
+
+    def __init__(self, code: int, reason: str, metric: str):
+        super().__init__(reason)
+        self.code, self.reason, self.metric = code, reason, metric
 
 
 @dataclass
 class Metrics:
-    connections: int = 0
     updates_in: int = 0
     updates_out: int = 0
     remote_updates: int = 0
     latency_sum: float = 0.0
     latency_count: int = 0
     protocol_errors: int = 0
+    refused: Counter = field(default_factory=Counter)
 
 
-@dataclass
-class Room:
-    name: str
-    server_id: str
-    store: UpdateStore
-    bus: RedisBus
-    metrics: Metrics
-    resync_interval: float
-    doc: Doc = field(default_factory=Doc)
-    clients: set = field(default_factory=set)
-    _pg_seen: int = 0
-    _stream_seen: str = "0-0"
-    _tasks: list = field(default_factory=list)
-    _loaded: asyncio.Event = field(default_factory=asyncio.Event)
+class Connection:
+    """One client. What the server sends it goes through a bounded queue
+    drained by its own sender task: a room never waits for a slow client."""
 
-    async def start(self) -> None:
+    def __init__(self, websocket, metrics: Metrics, queue_max: int, read_only: bool = False):
+        self.websocket = websocket
+        self.read_only = read_only
+        self._metrics = metrics
+        self._queue: deque[bytes] = deque()
+        self._queue_max = queue_max
+        self._queued = asyncio.Event()
+        self.closing: tuple[int, str] | None = None
+        self._reader: asyncio.Task | None = None
+
+    def send(self, message: bytes) -> bool:
+        if self.closing is not None:
+            return False
+        if len(self._queue) >= self._queue_max:
+            self.close(CLOSE_TRY_AGAIN, "too slow, reconnect", "slow_client")
+            return False
+        self._queue.append(message)
+        self._queued.set()
+        return True
+
+    def close(self, code: int, reason: str, metric: str | None = None) -> None:
+        """Close with this code once the message being sent (if any) is out; drops what is queued."""
+        if self.closing is not None:
+            return
+        if metric:
+            self._metrics.refused[metric] += 1
+        self.closing = (code, reason)
+        self._queue.clear()
+        self._queued.set()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            # An update it was storing still lands and is relayed (Room._commit is shielded).
+            self._reader.cancel()
+
+    async def serve(self, reader) -> None:
+        """Run the reader coroutine and the sender until the client leaves or close() is called."""
+        self._reader = asyncio.create_task(reader)
+        sender = asyncio.create_task(self._send_forever())
         try:
-            self._stream_seen = await self.bus.last_id(self.name)
+            await asyncio.wait({self._reader})
+            if self.closing is None:
+                sender.cancel()
+            else:
+                await asyncio.wait({sender}, timeout=CLOSE_TIMEOUT_S)
+        finally:
+            self._reader.cancel()
+            sender.cancel()
+            await asyncio.gather(self._reader, sender, return_exceptions=True)
+
+    async def _send_forever(self) -> None:
+        while self.closing is None:
+            if not self._queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            await self.websocket.send_bytes(self._queue.popleft())
+        code, reason = self.closing
+        await self.websocket.close(code, reason=reason)
+
+
+class Room:
+    def __init__(self, name: str, settings: Settings, store: UpdateStore, bus: RedisBus, metrics: Metrics):
+        self.name = name
+        self.settings, self.store, self.bus, self.metrics = settings, store, bus, metrics
+        self.doc = Doc()
+        self.clients: set[Connection] = set()
+        # Joined or joining connections: the room is dropped when the last one leaves.
+        self.members = 0
+        # Row ids applied above the floor; every row at or below it counts as read.
+        self._applied: set[int] = set()
+        self._floor = 0
+        self._high = 0
+        self._marks: deque[tuple[float, int]] = deque()
+        # Ids are assigned at INSERT but become visible at COMMIT, possibly out of
+        # order: the resync re-reads what was above the high-water mark this long ago.
+        self._overlap_s = 4 * settings.io_timeout_s + 2 * settings.resync_interval_s
+        # Size of the room's stored log (estimate): sum of the rows applied since load/compaction.
+        self.stored_rows = 0
+        self.stored_size = 0
+        self._size_checked = 0.0
+        self.started_at = time.monotonic()
+        self.ready = False
+        self._resync: asyncio.Task | None = None
+        self._start = asyncio.create_task(self._load())
+
+    # Life cycle
+
+    async def _load(self) -> None:
+        try:
+            stream_from = await self.bus.last_id(self.name)
         except Exception as error:  # Redis down: PostgreSQL alone still converges
             log.warning("room %s: redis unavailable at start: %s", self.name, error)
-        await self._resync_from_store()
-        self._loaded.set()
-        self._tasks = [asyncio.create_task(self._follow_stream()), asyncio.create_task(self._resync_forever())]
+            stream_from = self.bus.recent_id()
+        while True:  # until it works or the joiners give up (they stop the room)
+            try:
+                rows = await self.store.load(self.name)
+                break
+            except Exception as error:
+                log.warning("room %s: cannot load from postgres (retrying): %s", self.name, error)
+                await asyncio.sleep(0.5)
+        for row_id, update in rows:
+            self._remote(row_id, update)
+        self._mark()
+        self.bus.follow(self.name, stream_from, self._on_stream)
+        self._resync = asyncio.create_task(self._resync_forever())
+        self.ready = True
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def wait_ready(self, within: float) -> bool:
+        done, _ = await asyncio.wait({self._start}, timeout=within)
+        return bool(done) and not self._start.cancelled() and self._start.exception() is None
 
-    async def join(self, client: Client) -> None:
-        await self._loaded.wait()
+    def stop(self) -> None:
+        self.bus.unfollow(self.name, self._on_stream)
+        self._start.cancel()
+        if self._resync is not None:
+            self._resync.cancel()
+
+    def join(self, client: Connection) -> None:
         self.clients.add(client)
-        await client.send_bytes(create_sync_message(self.doc))
+        client.send(create_sync_message(self.doc))
 
-    def leave(self, client: Client) -> None:
-        self.clients.discard(client)
+    # Local clients
 
-    async def receive(self, client: Client, message: bytes) -> None:
+    async def receive(self, client: Connection, message: bytes) -> None:
         """Handle one message from a local client."""
         if len(message) < 2:
             raise ProtocolError("message too short")
         if message[0] == YMessageType.SYNC:
             kind = message[1]
             if kind == YSyncMessageType.SYNC_STEP1:
-                reply = handle_sync_message(message[1:], self.doc)
+                try:
+                    reply = handle_sync_message(message[1:], self.doc)
+                except Exception as error:
+                    raise ProtocolError(f"malformed sync message: {error}") from None
                 if reply is not None:
-                    await client.send_bytes(reply)
+                    client.send(reply)
             elif kind in (YSyncMessageType.SYNC_STEP2, YSyncMessageType.SYNC_UPDATE):
                 try:
                     update = read_message(message[2:])
                 except Exception as error:
                     raise ProtocolError(f"malformed sync message: {error}") from None
-                if update != b"\x00\x00":
+                if update != EMPTY_UPDATE:
                     await self._local_update(client, update)
             else:
                 raise ProtocolError(f"unknown sync message type {kind}")
         elif message[0] == YMessageType.AWARENESS:
             # Presence is ephemeral: relay to the other local clients only.
-            await self._broadcast(message, exclude=client)
+            self._broadcast(message, exclude=client)
         else:
             raise ProtocolError(f"unknown message type {message[0]}")
 
-    async def _local_update(self, sender: Client, update: bytes) -> None:
+    async def _local_update(self, sender: Connection, update: bytes) -> None:
+        try:
+            # Only what the room lacks (a reconnecting client re-sends what it had): costs the update's size.
+            update = get_update(update, self.doc.get_state())
+        except Exception as error:
+            raise ProtocolError(f"invalid update: {error}") from None
+        if update == EMPTY_UPDATE:
+            return
+        if sender.read_only:
+            if get_state(update) == EMPTY_STATE:
+                # Deletions only: a client's sync step 2 always carries its whole delete set. Ignored.
+                return
+            raise Refused(CLOSE_POLICY, "read-only token", "read_only")
+        await self._check_size(len(update))
         try:
             self.doc.apply_update(update)
         except Exception as error:
             raise ProtocolError(f"invalid update: {error}") from None
         self.metrics.updates_in += 1
-        await self._broadcast(create_update_message(update), exclude=sender)
-        await self.store.append(self.name, update)
-        try:
-            await self.bus.publish(self.name, update)
-        except Exception as error:  # the other servers catch up from PostgreSQL
-            log.warning("room %s: redis publish failed: %s", self.name, error)
+        # Stored, then relayed and published, even if the sender's connection is closed meanwhile.
+        await asyncio.shield(self._commit(sender, update))
 
-    def _apply_remote(self, update: bytes) -> bool:
-        before = (self.doc.get_state(), self.doc.get_update())
-        self.doc.apply_update(update)
-        return (self.doc.get_state(), self.doc.get_update()) != before
+    async def _commit(self, sender: Connection, update: bytes) -> None:
+        row_id = await self.store.append(self.name, update)
+        if self._record(row_id, len(update)):
+            self._broadcast(create_update_message(update), exclude=sender)
+        self.bus.publish(self.name, row_id, update)
 
-    async def _remote_update(self, update: bytes) -> None:
-        if self._apply_remote(update):
-            self.metrics.remote_updates += 1
-            await self._broadcast(create_update_message(update))
-
-    async def _broadcast(self, message: bytes, exclude: Client | None = None) -> None:
-        for client in list(self.clients):
-            if client is exclude:
-                continue
+    async def _check_size(self, size: int) -> None:
+        limit = self.settings.max_document_bytes
+        now = time.monotonic()
+        if self.stored_size + size > limit and now - self._size_checked >= self.settings.resync_interval_s:
+            # The estimate counts a merged row on top of the rows it replaced: ask PostgreSQL.
+            self._size_checked = now
             try:
-                await client.send_bytes(message)
-                self.metrics.updates_out += 1
-            except Exception:
-                self.clients.discard(client)
-
-    async def _follow_stream(self) -> None:
-        while True:
-            try:
-                for entry_id, server, update, published in await self.bus.read(self.name, self._stream_seen):
-                    self._stream_seen = entry_id
-                    if server == self.server_id:
-                        continue
-                    self.metrics.latency_sum += max(0.0, time.time() - published)
-                    self.metrics.latency_count += 1
-                    await self._remote_update(update)
-            except asyncio.CancelledError:
-                raise
+                self._compacted(await self.store.compact(self.name, self.settings.compaction_threshold))
             except Exception as error:
-                # Redis failover or outage: what was missed comes back from PostgreSQL.
-                log.warning("room %s: redis read failed (%s); resyncing from postgres", self.name, error)
-                await asyncio.sleep(1)
-                await self._resync_quietly()
+                log.warning("room %s: cannot measure the stored document: %s", self.name, error)
+        if self.stored_size + size > limit:
+            raise Refused(CLOSE_TOO_BIG, "document too large", "document_too_large")
 
-    async def _resync_from_store(self) -> None:
-        for row_id, update in await self.store.load(self.name, max(0, self._pg_seen - RESYNC_OVERLAP)):
-            self._pg_seen = max(self._pg_seen, row_id)
-            await self._remote_update(update)
+    def _broadcast(self, message: bytes, exclude: Connection | None = None) -> None:
+        for client in self.clients:
+            if client is not exclude and client.send(message):
+                self.metrics.updates_out += 1
 
-    async def _resync_quietly(self) -> None:
+    # Rows from PostgreSQL and the other servers
+
+    def _record(self, row_id: int, size: int) -> bool:
+        """Note a row as applied; False if it already was."""
+        if row_id in self._applied:
+            return False
+        self._applied.add(row_id)
+        self._high = max(self._high, row_id)
+        self.stored_rows += 1
+        self.stored_size += size
+        return True
+
+    def _remote(self, row_id: int, update: bytes) -> None:
+        """Apply and relay a stored row once."""
+        if row_id in self._applied:
+            return
+        self._record(row_id, len(update))
         try:
-            await self._resync_from_store()
+            self.doc.apply_update(update)
         except Exception as error:
-            log.warning("room %s: postgres resync failed: %s", self.name, error)
+            log.error("room %s: row %d is not a valid update, skipped: %s", self.name, row_id, error)
+            return
+        self.metrics.remote_updates += 1
+        self._broadcast(create_update_message(update))
+
+    def _on_stream(self, row_id: int, server: str, update: bytes, published: float) -> None:
+        if server != self.settings.server_id:
+            self.metrics.latency_sum += max(0.0, time.time() - published)
+            self.metrics.latency_count += 1
+        self._remote(row_id, update)
+
+    def _compacted(self, result: Compaction | None) -> None:
+        if result is None:  # another server is compacting this room
+            return
+        if result.merged_id is not None:
+            self._remote(result.merged_id, result.merged)
+        self.stored_rows, self.stored_size = result.rows, result.size
+
+    def _mark(self) -> None:
+        """Remember the high-water mark; raise the floor to the one from overlap_s ago."""
+        now = time.monotonic()
+        self._marks.append((now, self._high))
+        cutoff = now - self._overlap_s
+        while len(self._marks) > 1 and self._marks[1][0] <= cutoff:
+            self._marks.popleft()
+        moment, high = self._marks[0]
+        if moment <= cutoff and high > self._floor:
+            self._floor = high
+            self._applied = {row_id for row_id in self._applied if row_id > high}
 
     async def _resync_forever(self) -> None:
+        threshold = self.settings.compaction_threshold
         while True:
-            await asyncio.sleep(self.resync_interval)
-            await self._resync_quietly()
+            await asyncio.sleep(self.settings.resync_interval_s)
             try:
-                await self.store.compact(self.name)
+                skip = [row_id for row_id in self._applied if row_id > self._floor]
+                for row_id, update in await self.store.load(self.name, self._floor, skip):
+                    self._remote(row_id, update)
+                self._mark()
+                if self.stored_rows >= threshold:
+                    self._compacted(await self.store.compact(self.name, threshold))
             except Exception as error:
-                log.debug("room %s: compaction skipped: %s", self.name, error)
+                log.warning("room %s: postgres resync failed: %s", self.name, error)
 
 
 class RoomRegistry:
-    """Rooms with at least one local client; a room is dropped when its last client leaves."""
+    """Rooms with at least one local client. A room loads outside any lock:
+    joiners wait for its start (bounded), and a room that cannot start is
+    discarded so that the next join tries again."""
 
-    def __init__(self, server_id: str, store: UpdateStore, bus: RedisBus, metrics: Metrics, resync_interval: float):
-        self._args = (server_id, store, bus, metrics, resync_interval)
+    def __init__(self, settings: Settings, store: UpdateStore, bus: RedisBus, metrics: Metrics):
+        self._args = (settings, store, bus, metrics)
         self.rooms: dict[str, Room] = {}
-        self._lock = asyncio.Lock()
 
-    async def acquire(self, name: str) -> Room:
-        async with self._lock:
-            room = self.rooms.get(name)
-            if room is None:
-                room = Room(name, *self._args)
-                await room.start()
-                self.rooms[name] = room
-            return room
+    def acquire(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, *self._args)
+        room.members += 1
+        return room
 
-    async def release(self, room: Room, client: Client) -> None:
-        room.leave(client)
-        async with self._lock:
-            if not room.clients and self.rooms.get(room.name) is room:
-                del self.rooms[room.name]
-                await room.stop()
+    def discard(self, room: Room) -> None:
+        """Stop the room; the next join of its name starts a new one."""
+        if self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+        room.stop()
 
-    async def close(self) -> None:
-        for room in list(self.rooms.values()):
-            await room.stop()
+    def release(self, room: Room, client: Connection) -> None:
+        room.clients.discard(client)
+        room.members -= 1
+        if room.members == 0:
+            self.discard(room)
+
+    def oldest_start(self) -> float | None:
+        """monotonic() at which the longest-starting room began, if any is starting."""
+        return min((room.started_at for room in self.rooms.values() if not room.ready), default=None)
+
+    def close(self) -> None:
+        for room in self.rooms.values():
+            room.stop()
         self.rooms.clear()
