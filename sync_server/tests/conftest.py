@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from pycrdt import Encoder, create_awareness_message
 
 # The client the tests drive lives in the package.
 from rtmx_sync.client import YClient, eventually  # noqa: F401
@@ -218,3 +219,13 @@ def servers(redis_url, postgres_dsn):
     for server in started:
         if server.proc and server.proc.poll() is None:
             server.kill()
+
+
+def presence(clock: int, blob: str) -> bytes:
+    """An awareness message: one client's state at `clock` (y-protocols encoding)."""
+    update = Encoder()
+    update.write_var_uint(1)
+    update.write_var_uint(4242)
+    update.write_var_uint(clock)
+    update.write_var_string(json.dumps({"blob": blob}))
+    return create_awareness_message(update.to_bytes())

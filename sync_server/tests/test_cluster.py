@@ -1,14 +1,16 @@
 """Several active servers converge through Redis and PostgreSQL."""
 
 import asyncio
+import json
 import secrets
 import uuid
 
 import psycopg
 import pytest
 import websockets
+from pycrdt import Decoder, YMessageType
 
-from conftest import YClient, eventually
+from conftest import YClient, eventually, presence
 from rtmx_sync.auth import issue
 
 
@@ -165,5 +167,34 @@ def test_websocket_health_endpoint_opens_no_room(servers):
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await check.recv()
             assert closed.value.rcvd.code == 1000
+
+    run(scenario())
+
+
+def test_presence_is_sent_to_joiners_and_removed_when_its_connection_drops(servers):
+    """Awareness as the y-websocket reference server keeps it: a joiner gets the presence already there, the
+    sender gets its own back (keep-alive), and a connection that drops without saying goodbye is removed."""
+    server = servers("sync-a")
+    name = room()
+
+    async def next_presence(ws) -> dict:
+        async with asyncio.timeout(5):
+            while True:
+                message = await ws.recv()
+                if message[0] == YMessageType.AWARENESS:
+                    entries = Decoder(Decoder(message[1:]).read_message())
+                    return {
+                        entries.read_var_uint(): (entries.read_var_uint(), json.loads(entries.read_var_string()))
+                        for _ in range(entries.read_var_uint())
+                    }
+
+    async def scenario():
+        alice = await websockets.connect(f"{server.url}/{name}")
+        await alice.send(presence(1, "alice"))
+        assert await next_presence(alice) == {4242: (1, {"blob": "alice"})}  # echoed to the sender
+        async with websockets.connect(f"{server.url}/{name}") as bob:
+            assert await next_presence(bob) == {4242: (1, {"blob": "alice"})}  # known on join
+            alice.transport.abort()  # gone without a removal message of its own
+            assert await next_presence(bob) == {4242: (2, None)}
 
     run(scenario())

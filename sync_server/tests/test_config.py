@@ -38,7 +38,10 @@ def test_bad_settings_are_named(env, message):
 
 def test_file_and_unknown_keys(tmp_path):
     path = tmp_path / "config.toml"
-    path.write_text('[server]\nport = 9000\nallow_anonymous = true\n[redis]\nsentinels = ["a:26379", "b:26379"]\n[postgres]\ndsn = "x"\n')
+    path.write_text(
+        "[server]\nport = 9000\nallow_anonymous = true\n"
+        '[redis]\nsentinels = ["a:26379", "b:26379"]\n[postgres]\ndsn = "x"\n'
+    )
     settings = load_settings(path, {})
     assert settings.port == 9000 and settings.redis_sentinels == ("a:26379", "b:26379")
     path.write_text("[server]\nprot = 1\n")

@@ -287,12 +287,6 @@ def test_yjs_awareness_is_relayed_between_clients_of_one_server(servers, yjs):
     run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rtmx-sync relays awareness updates but keeps no awareness state: a client that joins "
-    "sees the others' presence only at their next change or 15 s renewal (the y-websocket "
-    "reference server sends the known states on join); remove this marker when it does",
-)
 def test_yjs_client_joining_later_sees_the_presence_already_there(servers, yjs):
     one = servers("sync-a")
     name = room()

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         ssl_keyfile=settings.tls_key or None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         log_config=None,
+        # The app believes X-Forwarded-For only from server.trusted_proxies (per-address limits).
+        proxy_headers=False,
     )
     config.load()
     if config.ssl is not None:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     state = getattr(app, "state", None)
     begin_drain = getattr(state, "begin_drain", None) if state is not None else None
     # The drain, then uvicorn's shutdown (up to shutdown_grace_s) and the
-    # lifespan's flush must fit in systemd's TimeoutStopSec (30 s).
+    # lifespan's flush must fit in systemd's TimeoutStopSec (the role sets it from shutdown_grace_s).
     drain_timeout_s = max(10.0, 3 * settings.shutdown_grace_s)
     DrainingServer(config, begin_drain=begin_drain, drain_timeout_s=drain_timeout_s).run()
     return 0

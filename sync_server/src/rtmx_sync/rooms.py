@@ -18,9 +18,13 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from pycrdt import (
+    Awareness,
+    Decoder,
     Doc,
+    Encoder,
     YMessageType,
     YSyncMessageType,
+    create_awareness_message,
     create_sync_message,
     create_update_message,
     get_state,
@@ -158,6 +162,11 @@ class Room:
         self.started_at = time.monotonic()
         self.ready = False
         self._resync: asyncio.Task | None = None
+        # Presence (y-protocols awareness) of this server's clients: sent to each
+        # joiner, removed when the connection that set it leaves.
+        self.awareness = Awareness(self.doc)
+        self.awareness.set_local_state(None)
+        self._presence: dict[Connection, set[int]] = {}
         self._start = asyncio.create_task(self._load())
 
     # Life cycle
@@ -195,6 +204,36 @@ class Room:
     def join(self, client: Connection) -> None:
         self.clients.add(client)
         client.send(create_sync_message(self.doc))
+        present = [i for i in self.awareness.states if i != self.awareness.client_id]
+        if present:
+            client.send(create_awareness_message(self.awareness.encode_awareness_update(present)))
+
+    def leave(self, client: Connection) -> None:
+        self.clients.discard(client)
+        gone = [i for i in self._presence.pop(client, ()) if i in self.awareness.states]
+        if gone:
+            # As y-protocols' removeAwarenessStates: a null state one clock ahead, applied here and relayed.
+            removal = Encoder()
+            removal.write_var_uint(len(gone))
+            for client_id in gone:
+                removal.write_var_uint(client_id)
+                removal.write_var_uint(self.awareness.meta[client_id]["clock"] + 1)
+                removal.write_var_string("null")
+            update = removal.to_bytes()
+            self.awareness.apply_awareness_update(update, origin=None)
+            self._broadcast(create_awareness_message(update))
+
+    def _presence_update(self, client: Connection, message: bytes) -> None:
+        try:
+            update = Decoder(message[1:]).read_message()
+            entries = Decoder(update)
+            owned = self._presence.setdefault(client, set())
+            for _ in range(entries.read_var_uint()):
+                client_id, _clock, state = entries.read_var_uint(), entries.read_var_uint(), entries.read_var_string()
+                (owned.discard if state in ("", "null") else owned.add)(client_id)
+            self.awareness.apply_awareness_update(update, origin=client)
+        except Exception as error:
+            raise ProtocolError(f"malformed awareness message: {error}") from None
 
     # Local clients
 
@@ -221,8 +260,10 @@ class Room:
             else:
                 raise ProtocolError(f"unknown sync message type {kind}")
         elif message[0] == YMessageType.AWARENESS:
-            # Presence is ephemeral: relay to the other local clients only.
-            self._broadcast(message, exclude=client)
+            # Presence is ephemeral: kept for joiners, relayed to the local clients only,
+            # the sender too (a lone y-websocket client closes after 30 s without a message).
+            self._presence_update(client, message)
+            self._broadcast(message)
         else:
             raise ProtocolError(f"unknown message type {message[0]}")
 
@@ -360,7 +401,7 @@ class RoomRegistry:
         room.stop()
 
     def release(self, room: Room, client: Connection) -> None:
-        room.clients.discard(client)
+        room.leave(client)
         room.members -= 1
         if room.members == 0:
             self.discard(room)

@@ -24,7 +24,10 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
+# Several servers may start at once on an empty database: concurrent CREATE ...
+# IF NOT EXISTS can still collide, so the (implicit) transaction serialises them.
 SCHEMA = """
+SELECT pg_advisory_xact_lock(hashtext('rtmx_sync_updates schema'));
 CREATE TABLE IF NOT EXISTS rtmx_sync_updates (
     id bigserial PRIMARY KEY,
     room text NOT NULL,
@@ -129,7 +132,16 @@ class UpdateStore:
             return await _fetch(conn, query, params)
 
     async def start(self) -> None:
-        await self._execute(SCHEMA)
+        # A server started during a PostgreSQL failover waits for it instead of exiting.
+        delay = 0.5
+        while True:
+            try:
+                await self._execute(SCHEMA)
+                break
+            except (psycopg.Error, OSError, TimeoutError) as error:
+                log.warning("postgres unavailable at start, retrying in %.1f s: %s", delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         # One connection stays free for loads, compactions and health checks.
         self._writers = [asyncio.create_task(self._write_forever()) for _ in range(max(1, self._pool_size - 1))]
 

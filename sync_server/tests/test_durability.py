@@ -1,0 +1,224 @@
+"""Nothing a client could have seen is lost: updates are stored before they are
+relayed, wait out a PostgreSQL outage, and survive compaction."""
+
+import asyncio
+import uuid
+
+import psycopg
+from pycrdt import Doc, Text
+
+from conftest import YClient, eventually
+from rtmx_sync.config import Settings
+from rtmx_sync.store import UpdateStore
+
+
+def room() -> str:
+    return f"durable-{uuid.uuid4().hex[:8]}"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def stored_text(dsn: str, name: str) -> str:
+    """The room's text as PostgreSQL has it."""
+    doc = Doc()
+    text = doc.get("text", type=Text)
+    with psycopg.connect(dsn) as conn:
+        for (update,) in conn.execute("SELECT update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (name,)):
+            doc.apply_update(bytes(update))
+    return str(text)
+
+
+def stored_rows(dsn: str, name: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM rtmx_sync_updates WHERE room = %s", (name,)).fetchone()[0]
+
+
+def edit(doc: Doc, text: Text, chunk: str) -> bytes:
+    state = doc.get_state()
+    text += chunk
+    return doc.get_update(state)
+
+
+def test_relayed_updates_are_already_stored(servers, postgres_dsn):
+    server = servers("sync-a")
+    name = room()
+
+    async def scenario():
+        a = await YClient(server.url, name).connect()
+        b = await YClient(server.url, name).connect()
+        for i in range(15):
+            await a.insert(f"a{i};")
+            await eventually(lambda i=i: f"a{i};" in str(b.text), what=f"update {i} relayed")
+            # B has it, so PostgreSQL must have it already.
+            assert f"a{i};" in stored_text(postgres_dsn, name)
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def test_sigkill_loses_nothing_acknowledged(servers, postgres_dsn):
+    one, two = servers("sync-a"), servers("sync-b")
+    name = room()
+
+    async def scenario():
+        a = await YClient(one.url, name).connect()
+        b = await YClient(one.url, name).connect()
+        for i in range(30):
+            await a.insert(f"a{i};")
+        await eventually(lambda: str(b.text).count(";") == 30, what="B to see A's edits")
+        seen_by_b = str(b.text)
+        # More edits, then the server dies before it may have stored them.
+        for i in range(30, 40):
+            await a.insert(f"a{i};")
+        one.kill()
+        # What another client saw was stored before it was relayed.
+        assert seen_by_b in stored_text(postgres_dsn, name)
+        await eventually(lambda: a.closed is not None and b.closed is not None, what="clients to notice")
+        await a.connect(two.url)
+        await b.connect(two.url)
+        fresh = await YClient(two.url, name).connect()
+        expected = str(a.text)
+        assert expected.count(";") == 40
+        await eventually(lambda: str(fresh.text) == str(b.text) == expected, what="every edit at a fresh client")
+        await eventually(lambda: stored_text(postgres_dsn, name).count(";") == 40, what="every edit stored")
+        for client in (a, b, fresh):
+            await client.close()
+
+    run(scenario())
+
+
+def test_postgres_outage_holds_updates_until_it_returns(servers, own_postgres):
+    server = servers("sync-a", postgres_dsn=own_postgres.dsn)
+    name = room()
+
+    async def scenario():
+        a = await YClient(server.url, name).connect()
+        b = await YClient(server.url, name).connect()
+        await a.insert("before;")
+        await eventually(lambda: "before;" in str(b.text), what="first edit relayed")
+        own_postgres.stop()
+        for i in range(5):
+            await a.insert(f"during{i};")
+        await eventually(lambda: server.health_report()[1]["pending_writes"] >= 1, what="a write waiting")
+        await eventually(
+            lambda: server.health_report()[1]["checks"]["postgres"].startswith("error"), what="postgres reported down"
+        )
+        assert server.health_report()[0] == 200
+        # Not stored, so not relayed: B sees nothing of it while PostgreSQL is down.
+        await asyncio.sleep(1.5)
+        assert "during" not in str(b.text)
+        assert a.closed is None and b.closed is None
+        own_postgres.start()
+        await eventually(lambda: str(b.text).count("during") == 5, within=30, what="edits relayed after the outage")
+        assert str(a.text) == str(b.text)
+        assert a.closed is None and b.closed is None
+        await eventually(lambda: server.health_report()[1]["pending_writes"] == 0, what="buffer flushed")
+        assert stored_text(own_postgres.dsn, name) == str(a.text)
+        await a.close()
+        await b.close()
+
+    run(scenario())
+
+
+def store_settings(dsn: str, **overrides) -> Settings:
+    return Settings(postgres_dsn=dsn, redis_url="redis://unused", server_id="unit", io_timeout_s=2.0, **overrides)
+
+
+def test_appends_are_batched_and_wait_for_space_while_postgres_is_down(own_postgres):
+    async def scenario():
+        store = UpdateStore(store_settings(own_postgres.dsn, write_buffer_max=3))
+        await store.start()
+        doc = Doc()
+        text = doc.get("text", type=Text)
+        updates = [edit(doc, text, f"{i};") for i in range(200)]
+        ids = await asyncio.gather(*(store.append("batched", update) for update in updates))
+        assert ids == sorted(ids) and len(set(ids)) == 200
+        assert store.metrics.batches < 100  # several updates per round trip
+
+        own_postgres.stop()
+        appends = [asyncio.create_task(store.append("outage", update)) for update in updates[:5]]
+        await eventually(lambda: store.metrics.errors >= 1, what="a failed write")
+        # Three wait in the buffer, two wait for space; none is lost or dropped.
+        assert store.pending == 3 and not any(task.done() for task in appends)
+        own_postgres.start()
+        outage_ids = await asyncio.wait_for(asyncio.gather(*appends), 30)
+        assert outage_ids == sorted(outage_ids) and store.pending == 0
+        rows = await store.load("outage")
+        assert [row_id for row_id, _ in rows] == outage_ids
+        await store.close()
+
+    run(scenario())
+
+
+def test_compaction_deletes_exactly_what_it_merged(postgres_dsn):
+    name = room()
+
+    async def scenario():
+        store = UpdateStore(store_settings(postgres_dsn))
+        await store.start()
+        doc = Doc()
+        text = doc.get("text", type=Text)
+        for i in range(20):
+            await store.append(name, edit(doc, text, f"{i};"))
+        # Another writer's row gets an id below the next ones but commits only after the compaction read.
+        late_doc = Doc()
+        late_update = edit(late_doc, late_doc.get("text", type=Text), "late;")
+        late = await psycopg.AsyncConnection.connect(postgres_dsn)
+        late_id = (
+            await (
+                await late.execute(
+                    "INSERT INTO rtmx_sync_updates (room, update, server) VALUES (%s, %s, 'late') RETURNING id",
+                    (name, late_update),
+                )
+            ).fetchone()
+        )[0]
+        for i in range(20, 30):
+            await store.append(name, edit(doc, text, f"{i};"))
+
+        # Writes go on while the room is compacted.
+        async def keep_writing():
+            for i in range(30, 60):
+                await store.append(name, edit(doc, text, f"{i};"))
+
+        writer = asyncio.create_task(keep_writing())
+        result = await store.compact(name, 10)
+        await writer
+        await late.commit()
+        await late.close()
+        assert result is not None and result.merged_id is not None and result.merged_id > late_id
+        ids = [row_id for row_id, _ in await store.load(name)]
+        assert late_id in ids and result.merged_id in ids
+        final = stored_text(postgres_dsn, name)
+        assert sorted(final.split(";")[:-1]) == sorted([str(i) for i in range(60)] + ["late"])
+        # Compacting again merges the late row too.
+        again = await store.compact(name, 2)
+        assert again.rows == 1 and stored_text(postgres_dsn, name) == final
+        await store.close()
+
+    run(scenario())
+
+
+def test_rooms_converge_across_compactions(servers, postgres_dsn):
+    # Both servers compact the same room while clients on each keep editing.
+    one = servers("sync-a", RTMX_SYNC_SYNC_COMPACTION_THRESHOLD="10")
+    two = servers("sync-b", RTMX_SYNC_SYNC_COMPACTION_THRESHOLD="10")
+    name = room()
+
+    async def scenario():
+        a = await YClient(one.url, name).connect()
+        b = await YClient(two.url, name).connect()
+        for i in range(60):
+            await (a if i % 2 else b).insert(f"{i};")
+            await asyncio.sleep(0.02)
+        await eventually(lambda: stored_rows(postgres_dsn, name) < 10, within=30, what="compaction")
+        await eventually(lambda: str(a.text) == str(b.text) and str(a.text).count(";") == 60)
+        assert stored_text(postgres_dsn, name) == str(a.text)
+        fresh = await YClient(one.url, name).connect()
+        await eventually(lambda: str(fresh.text) == str(a.text), what="a fresh client after compaction")
+        for client in (a, b, fresh):
+            await client.close()
+
+    run(scenario())
