@@ -56,6 +56,7 @@ class Probe:
         self.redis_masters: list[list] = []  # [t, master or None]
         self.sync_clients: list[dict] = []
         self.sync_token_value = ""
+        self.loop_stalls: list[list] = []  # [t, seconds] the probe's event loop did not run
         self.notes: list[str] = []
         self.errors: list[str] = []  # the probe itself broke: its figures cannot be trusted
 
@@ -347,6 +348,15 @@ class Probe:
                 "new_room_s": new_room}
 
     # Run -------------------------------------------------------------------
+    async def loop_watcher(self) -> None:
+        """Stalls of the probe's own event loop: its clients could not answer pings meanwhile."""
+        while not self.stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(TICK)
+            lag = time.monotonic() - before - TICK
+            if lag > 1.0:
+                self.loop_stalls.append([time.time(), round(lag, 2)])
+
     async def wait_for_stop(self) -> None:
         deadline = time.time() + self.cfg.get("max_seconds", 1800)
         while not os.path.exists(self.cfg["stop_file"]) and time.time() < deadline:
@@ -357,7 +367,7 @@ class Probe:
         started = time.time()
         await self.pg_prepare()
         tasks = [self.pg_writer(), self.primary_watcher(), self.leader_watcher(), self.redis_writer(),
-                 self.master_watcher()]
+                 self.master_watcher(), self.loop_watcher()]
         if YClient is not None and self.cfg.get("sync", {}).get("servers"):
             self.sync_token_value = self.sync_token()
             tasks += [self.sync_client(*client) for client in self.sync_plan()]
@@ -382,6 +392,7 @@ class Probe:
             "pg_writes": self.pg_writes, "redis_writes": self.redis_writes, "primaries": self.primaries,
             "leaders": self.leaders, "redis_masters": self.redis_masters,
             "sync_clients": [{k: v for k, v in c.items() if k != "client"} for c in self.sync_clients],
+            "loop_stalls": self.loop_stalls,
             "final": final,
         }
 

@@ -91,7 +91,13 @@ def test_sigkill_loses_nothing_acknowledged(servers, postgres_dsn):
 
 
 def test_postgres_outage_holds_updates_until_it_returns(servers, own_postgres):
-    server = servers("sync-a", postgres_dsn=own_postgres.dsn)
+    # Keepalive pings every 0.5 s, dropped after 1 s: the outage outlasts them, the clients must not.
+    server = servers(
+        "sync-a",
+        postgres_dsn=own_postgres.dsn,
+        RTMX_SYNC_SERVER_PING_INTERVAL_S="0.5",
+        RTMX_SYNC_SERVER_PING_TIMEOUT_S="1",
+    )
     name = room()
 
     async def scenario():
@@ -107,12 +113,16 @@ def test_postgres_outage_holds_updates_until_it_returns(servers, own_postgres):
             lambda: server.health_report()[1]["checks"]["postgres"].startswith("error"), what="postgres reported down"
         )
         assert server.health_report()[0] == 200
-        # Not stored, so not relayed: B sees nothing of it while PostgreSQL is down.
-        await asyncio.sleep(1.5)
+        # Not stored, so not relayed: B sees nothing of it while PostgreSQL is down, and both stay connected
+        # (A's receive loop keeps reading, so its pongs are seen, while its update waits).
+        await asyncio.sleep(3)
+        await a.insert("more;")
         assert "during" not in str(b.text)
         assert a.closed is None and b.closed is None
         own_postgres.start()
-        await eventually(lambda: str(b.text).count("during") == 5, within=30, what="edits relayed after the outage")
+        await eventually(
+            lambda: str(b.text).count("during") == 5 and "more;" in str(b.text), within=30, what="edits relayed after"
+        )
         assert str(a.text) == str(b.text)
         assert a.closed is None and b.closed is None
         await eventually(lambda: server.health_report()[1]["pending_writes"] == 0, what="buffer flushed")

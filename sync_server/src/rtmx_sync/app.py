@@ -334,13 +334,18 @@ class SyncService:
                 self._none_connected.set()
 
     async def _read(self, connection: Connection, room: Room) -> None:
-        """The connection's receive loop: one message at a time, each stored before the next is read."""
+        """The connection's receive loop. Its messages are handled in order by a second task, so reading (and so
+        answering keepalive pings) goes on while an update waits for PostgreSQL: up to client_queue_max messages
+        wait, then reading stops and TCP slows the sender."""
         settings = self.settings
+        handler: asyncio.Task | None = None
+        inbox: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=settings.client_queue_max)
         try:
             if not await room.wait_ready(2 * settings.io_timeout_s):
                 self.registry.discard(room)
                 raise Refused(CLOSE_TRY_AGAIN, "room unavailable, retry", "room_unavailable")
             room.join(connection)
+            handler = asyncio.create_task(self._handle(connection, room, inbox))
             bucket = TokenBucket(settings.max_messages_per_second, 2 * settings.max_messages_per_second)
             while True:
                 message = await connection.websocket.receive()
@@ -348,7 +353,7 @@ class SyncService:
                     if message.get("code") == CLOSE_TOO_BIG:
                         # uvicorn enforces ws_max_size (= max_message_bytes) itself and closes with 1009.
                         self.metrics.refused["message_too_big"] += 1
-                    return
+                    break
                 data = message.get("bytes")
                 if data is None:
                     raise ProtocolError("text frames are not part of the protocol")
@@ -356,18 +361,33 @@ class SyncService:
                     raise Refused(CLOSE_TOO_BIG, "message too big", "message_too_big")
                 if not bucket.take():
                     raise Refused(CLOSE_TRY_AGAIN, "too many messages, try again later", "rate_limit")
+                await inbox.put(data)
+            # The client left: what it sent is still stored and relayed.
+            await inbox.put(None)
+            await asyncio.wait({handler}, timeout=4 * settings.io_timeout_s)
+        except Exception as error:
+            self._close_for(connection, room, error)
+        finally:
+            if handler is not None:
+                handler.cancel()
+
+    async def _handle(self, connection: Connection, room: Room, inbox: asyncio.Queue) -> None:
+        try:
+            while (data := await inbox.get()) is not None:
                 await room.receive(connection, data)
-        except ProtocolError as error:
+        except Exception as error:
+            self._close_for(connection, room, error)
+
+    def _close_for(self, connection: Connection, room: Room, error: Exception) -> None:
+        if isinstance(error, ProtocolError):
             self.metrics.protocol_errors += 1
             log.info("closing a client of room %s: %s", room.name, error)
             connection.close(CLOSE_POLICY, _short(str(error)))
-        except Refused as error:
+        elif isinstance(error, Refused):
             log.info("closing a client of room %s: %s", room.name, error.reason)
             connection.close(error.code, error.reason, error.metric)
-        except WebSocketDisconnect:
-            pass
-        except Exception:
-            log.exception("room %s: unexpected error on a connection", room.name)
+        elif not isinstance(error, WebSocketDisconnect):
+            log.error("room %s: unexpected error on a connection", room.name, exc_info=error)
             connection.close(CLOSE_ERROR, "internal error")
 
 

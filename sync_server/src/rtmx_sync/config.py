@@ -30,6 +30,9 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     shutdown_grace_s: float = 5.0
+    # WebSocket keepalive: a client that answers no ping within the timeout is dropped.
+    ping_interval_s: float = 15.0
+    ping_timeout_s: float = 10.0
     # Limits: what exceeds them is refused with a close reason and counted.
     max_connections: int = 5000
     max_connections_per_address: int = 200
@@ -73,6 +76,8 @@ _SCHEMA: dict[str, dict[str, type]] = {
         "tls_cert": str,
         "tls_key": str,
         "shutdown_grace_s": float,
+        "ping_interval_s": float,
+        "ping_timeout_s": float,
         "max_connections": int,
         "max_connections_per_address": int,
         "max_messages_per_second": float,
@@ -195,7 +200,7 @@ def _validate(s: Settings) -> None:
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be at least 1")
-    for name in ("max_messages_per_second", "io_timeout_s"):
+    for name in ("max_messages_per_second", "io_timeout_s", "ping_interval_s", "ping_timeout_s"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"setting {_SECTION_OF[name]}.{name} must be positive")
     for proxy in s.trusted_proxies:
