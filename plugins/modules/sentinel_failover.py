@@ -272,8 +272,8 @@ def main():
             set_priorities(restore, p['redis_password'], p['timeout'])
         except RedisError as exc:
             failed = True
-            result['msg'] = '%s; restoring replica-priority %s failed: %s' % (result.get('msg', 'failed over'),
-                                                                             restore, exc)
+            result['msg'] = '%s; restoring replica-priority %s failed: %s' % (
+                result.get('msg', 'failed over'), restore, exc)
     if failed:
         module.fail_json(**result)
     module.exit_json(**result)
