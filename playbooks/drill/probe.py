@@ -238,7 +238,8 @@ class Probe:
         sync = self.cfg["sync"]
         if not sync.get("auth_key"):
             return ""
-        key = next(line.strip() for line in sync["auth_key"].splitlines() if line.strip())
+        # The first key signs, as on the servers (blank lines and # comments skipped).
+        key = next(k for k in (line.strip() for line in sync["auth_key"].splitlines()) if k and not k.startswith("#"))
         return issue(key.encode(), f"{sync['room']}*", "rtmx-drill-probe", 3600)
 
     def sync_plan(self) -> list[tuple[str, str, str]]:
@@ -257,6 +258,7 @@ class Probe:
         state = {"via": via, "url": url, "room": room, "sent": [], "disconnects": [], "reconnects": [],
                  "servers_used": []}
         self.sync_clients.append(state)
+        number = len(self.sync_clients)  # now, not later: every client's edits must be told apart
         client = YClient(url, room, self.sync_token_value)
         state["client"] = client
         await client.connect(open_timeout=5)
@@ -278,7 +280,7 @@ class Probe:
                     except Exception:  # noqa: BLE001 - any failed handshake
                         await asyncio.sleep(0.2)
             n += 1
-            token = f"[{via}{len(self.sync_clients)}:{room}:{n}]"
+            token = f"[{via}{number}:{room}:{n}]"
             try:
                 await client.insert(token)
             except Exception:  # noqa: BLE001 - kept locally, synced on reconnect
