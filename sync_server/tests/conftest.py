@@ -14,8 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
-from pycrdt import Encoder, create_awareness_message
+from pycrdt import Doc, Encoder, Text, create_awareness_message
 
 # The client the tests drive lives in the package.
 from rtmx_sync.client import YClient, eventually  # noqa: F401
@@ -229,3 +230,13 @@ def presence(clock: int, blob: str) -> bytes:
     update.write_var_uint(clock)
     update.write_var_string(json.dumps({"blob": blob}))
     return create_awareness_message(update.to_bytes())
+
+
+def stored_text(dsn: str, name: str) -> str:
+    """The room's text as PostgreSQL has it."""
+    doc = Doc()
+    text = doc.get("text", type=Text)
+    with psycopg.connect(dsn) as conn:
+        for (update,) in conn.execute("SELECT update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (name,)):
+            doc.apply_update(bytes(update))
+    return str(text)

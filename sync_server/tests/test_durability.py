@@ -7,7 +7,7 @@ import uuid
 import psycopg
 from pycrdt import Doc, Text
 
-from conftest import YClient, eventually
+from conftest import YClient, eventually, stored_text
 from rtmx_sync.config import Settings
 from rtmx_sync.store import UpdateStore
 
@@ -18,16 +18,6 @@ def room() -> str:
 
 def run(coro):
     return asyncio.run(coro)
-
-
-def stored_text(dsn: str, name: str) -> str:
-    """The room's text as PostgreSQL has it."""
-    doc = Doc()
-    text = doc.get("text", type=Text)
-    with psycopg.connect(dsn) as conn:
-        for (update,) in conn.execute("SELECT update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (name,)):
-            doc.apply_update(bytes(update))
-    return str(text)
 
 
 def stored_rows(dsn: str, name: str) -> int:

@@ -7,24 +7,13 @@ import socket
 import time
 import uuid
 
-import psycopg
 import websockets
-from pycrdt import Doc, Text
 
-from conftest import YClient, eventually, presence
+from conftest import YClient, eventually, presence, stored_text
 
 ROOMS = 8
 CLIENTS_PER_ROOM = 5
 EDITS = 15
-
-
-def stored_text(dsn: str, name: str) -> str:
-    doc = Doc()
-    text = doc.get("text", type=Text)
-    with psycopg.connect(dsn) as conn:
-        for (update,) in conn.execute("SELECT update FROM rtmx_sync_updates WHERE room = %s ORDER BY id", (name,)):
-            doc.apply_update(bytes(update))
-    return str(text)
 
 
 async def never_reads(server, name: str) -> websockets.ClientConnection:
