@@ -30,9 +30,6 @@ import psycopg
 import redis.asyncio as aioredis
 
 try:  # The sync probe needs the sync server's client (pip install ./sync_server).
-    import websockets
-    from pycrdt import Doc, YMessageType, YSyncMessageType, create_sync_message
-
     from rtmx_sync.auth import issue
     from rtmx_sync.client import YClient
 except ImportError:  # pragma: no cover - reported in the output
@@ -289,19 +286,18 @@ class Probe:
             await asyncio.sleep(0.25)
 
     async def serves_new_room(self, url: str, room: str) -> float | str:
-        """Seconds until a server answers a new room's sync handshake (SYNC_STEP2), or why it did not."""
+        """Seconds until a server completes a new room's sync handshake, or why it did not."""
         started = time.time()
-        query = f"?token={self.sync_token_value}" if self.sync_token_value else ""
+        client = YClient(url, room, self.sync_token_value)
         try:
-            async with websockets.connect(f"{url}/{room}{query}", open_timeout=NEW_ROOM_MAX_S) as ws:
-                await ws.send(create_sync_message(Doc()))
-                async with asyncio.timeout(NEW_ROOM_MAX_S):
-                    while True:
-                        message = await ws.recv()
-                        if message[:2] == bytes([YMessageType.SYNC, YSyncMessageType.SYNC_STEP2]):
-                            return round(time.time() - started, 3)
+            await client.connect(open_timeout=NEW_ROOM_MAX_S)
+            await asyncio.wait_for(client.synced.wait(), NEW_ROOM_MAX_S)
+            return round(time.time() - started, 3)
         except Exception as error:  # noqa: BLE001 - reported per server
             return f"{type(error).__name__}: {error}"[:200]
+        finally:
+            if client.ws is not None:
+                await client.close()
 
     async def sync_final(self) -> dict:
         def missing(tokens: set, text: str) -> set:
