@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pycrdt import Doc, Encoder, Text, create_awareness_message
 
 # The client the tests drive lives in the package.
@@ -146,6 +147,22 @@ def own_postgres():
     server.remove()
 
 
+def series(name: str, labels: dict[str, str]) -> str:
+    """A sample's key in parse_metrics: name{a="1",b="2"} (labels sorted)."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition as {series (with labels): value}."""
+    return {
+        series(sample.name, sample.labels): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 class SyncServer:
     """One rtmx-sync process."""
 
@@ -181,15 +198,20 @@ class SyncServer:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    def metrics(self) -> dict[str, float]:
-        """GET /metrics as {series (with labels): value}."""
+    def metrics_text(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
-            lines = answer.read().decode().splitlines()
-        samples = (line.rpartition(" ") for line in lines if line and not line.startswith("#"))
-        return {name: float(value) for name, _, value in samples}
+            return answer.read().decode()
+
+    def metrics(self) -> dict[str, float]:
+        """GET /metrics as {series (with labels): value}, e.g. 'rtmx_sync_refused_total{reason="auth"}'."""
+        return parse_metrics(self.metrics_text())
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample of GET /metrics (0 when absent): sample("rtmx_sync_messages_total", kind="update")."""
+        return self.metrics().get(series(name, labels), 0.0)
 
     def refused(self, reason: str) -> float:
-        return self.metrics().get(f'rtmx_sync_refused_total{{reason="{reason}"}}', 0.0)
+        return self.sample("rtmx_sync_refused_total", reason=reason)
 
     def start(self) -> SyncServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "rtmx_sync.cli"], env=self.env)

@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 import websockets
+from prometheus_client import CONTENT_TYPE_LATEST
 from pycrdt import Decoder, YMessageType
 
 from conftest import YClient, eventually, presence
@@ -156,7 +157,12 @@ def test_health_and_metrics(servers):
     server = servers("sync-a")
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=2) as answer:
         body = answer.read().decode()
+        assert answer.headers["Content-Type"] == CONTENT_TYPE_LATEST
     assert "rtmx_sync_connections" in body and "rtmx_sync_cross_server_latency_seconds_count" in body
+    assert "# TYPE rtmx_sync_cross_server_latency_seconds histogram" in body
+    assert 'rtmx_sync_update_store_seconds_bucket{le="+Inf"} 0.0' in body
+    status, health = server.health_report()
+    assert status == 200 and server.metrics()["rtmx_sync_connections"] == health["connections"] == 0
 
 
 def test_websocket_health_endpoint_opens_no_room(servers):

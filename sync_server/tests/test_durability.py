@@ -136,11 +136,15 @@ def test_appends_are_batched_and_wait_for_space_while_postgres_is_down(own_postg
         updates = [edit(doc, text, f"{i};") for i in range(200)]
         ids = await asyncio.gather(*(store.append("batched", update) for update in updates))
         assert ids == sorted(ids) and len(set(ids)) == 200
-        assert store.metrics.batches < 100  # several updates per round trip
+        # Several updates per round trip; each update's append-to-commit time is observed.
+        assert store.metrics.value("rtmx_sync_write_batch_size_count") < 100
+        assert store.metrics.value("rtmx_sync_write_batch_size_sum") == 200
+        assert store.metrics.value("rtmx_sync_update_store_seconds_count") == 200
 
         own_postgres.stop()
         appends = [asyncio.create_task(store.append("outage", update)) for update in updates[:5]]
-        await eventually(lambda: store.metrics.errors >= 1, what="a failed write")
+        await eventually(lambda: store.metrics.value("rtmx_sync_store_errors_total") >= 1, what="a failed write")
+        assert store.metrics.value("rtmx_sync_errors_total", kind="store") >= 1
         # Three wait in the buffer, two wait for space; none is lost or dropped.
         assert store.pending == 3 and not any(task.done() for task in appends)
         own_postgres.start()

@@ -32,8 +32,9 @@ def _connections(lb) -> dict:
     for _ in range(3):
         for name, address in SYNC.items():
             metrics = lb.check_output(f"curl -sf http://{address}:8765/metrics")
-            current = int(next(line.split()[1] for line in metrics.splitlines()
-                               if line.startswith("rtmx_sync_connections ")))
+            # prometheus-client writes every value as a float.
+            current = int(float(next(line.split()[1] for line in metrics.splitlines()
+                                     if line.startswith("rtmx_sync_connections "))))
             counts[name] = min(counts[name], current)
     return counts
 

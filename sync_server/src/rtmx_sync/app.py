@@ -15,15 +15,17 @@ import time
 from collections import Counter
 from ipaddress import ip_address, ip_network
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .auth import AuthError, TokenVerifier, token_from_request
 from .bus import RedisBus
 from .config import Settings
+from .metrics import Metrics
 from .rooms import (
     CLOSE_ERROR,
     CLOSE_POLICY,
@@ -32,7 +34,6 @@ from .rooms import (
     CLOSE_TRY_AGAIN,
     ROOM_NAME,
     Connection,
-    Metrics,
     ProtocolError,
     Refused,
     Room,
@@ -73,9 +74,9 @@ def _short(reason: str) -> str:
 class SyncService:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = UpdateStore(settings)
-        self.bus = RedisBus(settings)
         self.metrics = Metrics()
+        self.store = UpdateStore(settings, self.metrics)
+        self.bus = RedisBus(settings, self.metrics)
         self.registry = RoomRegistry(settings, self.store, self.bus, self.metrics)
         self.verifier = TokenVerifier.from_settings(settings)
         self._trusted = [ip_network(proxy, strict=False) for proxy in settings.trusted_proxies]
@@ -90,6 +91,14 @@ class SyncService:
         self._lag = 0.0
         self._checks: asyncio.Task | None = None
         self._checked_at = 0.0
+        self.metrics.track_state(
+            connections=lambda: len(self.connections),
+            rooms=lambda: len(self.registry.rooms),
+            pending_writes=lambda: self.store.pending,
+            write_buffer_max=lambda: self.store.buffer_max,
+            loop_lag=self.loop_lag,
+            draining=lambda: int(self.draining),
+        )
 
     # Life cycle
 
@@ -151,6 +160,8 @@ class SyncService:
             self._lag = max(0.0, self._last_tick - before - LOOP_TICK_S)
 
     def loop_lag(self) -> float:
+        if self._ticker is None:  # not started (no lifespan yet)
+            return 0.0
         since_tick = asyncio.get_running_loop().time() - self._last_tick - LOOP_TICK_S
         return max(self._lag, since_tick, 0.0)
 
@@ -209,50 +220,8 @@ class SyncService:
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 
-    async def prometheus(self, _: Request) -> PlainTextResponse:
-        m, store, bus = self.metrics, self.store.metrics, self.bus.metrics
-        lines = [
-            "# TYPE rtmx_sync_connections gauge",
-            f"rtmx_sync_connections {len(self.connections)}",
-            "# TYPE rtmx_sync_rooms gauge",
-            f"rtmx_sync_rooms {len(self.registry.rooms)}",
-            "# TYPE rtmx_sync_updates_in_total counter",
-            f"rtmx_sync_updates_in_total {m.updates_in}",
-            "# TYPE rtmx_sync_updates_out_total counter",
-            f"rtmx_sync_updates_out_total {m.updates_out}",
-            "# TYPE rtmx_sync_remote_updates_total counter",
-            f"rtmx_sync_remote_updates_total {m.remote_updates}",
-            "# TYPE rtmx_sync_protocol_errors_total counter",
-            f"rtmx_sync_protocol_errors_total {m.protocol_errors}",
-            "# TYPE rtmx_sync_refused_total counter",
-            *(f'rtmx_sync_refused_total{{reason="{reason}"}} {count}' for reason, count in sorted(m.refused.items())),
-            "# TYPE rtmx_sync_pending_writes gauge",
-            f"rtmx_sync_pending_writes {self.store.pending}",
-            "# TYPE rtmx_sync_write_buffer_max gauge",
-            f"rtmx_sync_write_buffer_max {self.store.buffer_max}",
-            "# TYPE rtmx_sync_write_batch_size summary",
-            f"rtmx_sync_write_batch_size_sum {store.batched_updates}",
-            f"rtmx_sync_write_batch_size_count {store.batches}",
-            "# TYPE rtmx_sync_store_latency_seconds summary",
-            f"rtmx_sync_store_latency_seconds_sum {store.batch_latency_sum:.6f}",
-            f"rtmx_sync_store_latency_seconds_count {store.batches}",
-            "# TYPE rtmx_sync_store_errors_total counter",
-            f"rtmx_sync_store_errors_total {store.errors}",
-            "# TYPE rtmx_sync_redis_published_total counter",
-            f"rtmx_sync_redis_published_total {bus.published}",
-            "# TYPE rtmx_sync_redis_publish_dropped_total counter",
-            f"rtmx_sync_redis_publish_dropped_total {bus.publish_dropped}",
-            "# TYPE rtmx_sync_redis_read_errors_total counter",
-            f"rtmx_sync_redis_read_errors_total {bus.read_errors}",
-            "# TYPE rtmx_sync_cross_server_latency_seconds summary",
-            f"rtmx_sync_cross_server_latency_seconds_sum {m.latency_sum:.6f}",
-            f"rtmx_sync_cross_server_latency_seconds_count {m.latency_count}",
-            "# TYPE rtmx_sync_event_loop_lag_seconds gauge",
-            f"rtmx_sync_event_loop_lag_seconds {self.loop_lag():.6f}",
-            "# TYPE rtmx_sync_draining gauge",
-            f"rtmx_sync_draining {int(self.draining)}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    async def prometheus(self, _: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     # WebSocket
 
@@ -282,7 +251,7 @@ class SyncService:
         return hops[0] if hops else peer
 
     async def _refuse(self, websocket: WebSocket, code: int, reason: str, metric: str) -> None:
-        self.metrics.refused[metric] += 1
+        self.metrics.refuse(metric)
         with contextlib.suppress(Exception):
             await websocket.close(code, reason=_short(reason))
 
@@ -291,6 +260,7 @@ class SyncService:
         token, subprotocol = token_from_request(websocket.query_params, websocket.headers)
         # Accept first: a close code and reason can only be sent on an open WebSocket.
         await websocket.accept(subprotocol=subprotocol)
+        self.metrics.websocket_connections.inc()
         if self.draining:
             return await self._refuse(websocket, CLOSE_RESTART, "server restarting, reconnect", "draining")
         if not ROOM_NAME.match(name):
@@ -352,7 +322,7 @@ class SyncService:
                 if message["type"] == "websocket.disconnect":
                     if message.get("code") == CLOSE_TOO_BIG:
                         # uvicorn enforces ws_max_size (= max_message_bytes) itself and closes with 1009.
-                        self.metrics.refused["message_too_big"] += 1
+                        self.metrics.refuse("message_too_big")
                     break
                 data = message.get("bytes")
                 if data is None:
@@ -380,13 +350,14 @@ class SyncService:
 
     def _close_for(self, connection: Connection, room: Room, error: Exception) -> None:
         if isinstance(error, ProtocolError):
-            self.metrics.protocol_errors += 1
+            self.metrics.error("protocol")
             log.info("closing a client of room %s: %s", room.name, error)
             connection.close(CLOSE_POLICY, _short(str(error)))
         elif isinstance(error, Refused):
             log.info("closing a client of room %s: %s", room.name, error.reason)
             connection.close(error.code, error.reason, error.metric)
         elif not isinstance(error, WebSocketDisconnect):
+            self.metrics.error("internal")
             log.error("room %s: unexpected error on a connection", room.name, exc_info=error)
             connection.close(CLOSE_ERROR, "internal error")
 

@@ -14,12 +14,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.asyncio.sentinel import Sentinel
 
 from .config import Settings
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,8 @@ def stream_key(room: str) -> str:
     return f"rtmx:sync:room:{room}"
 
 
-@dataclass
-class BusMetrics:
-    published: int = 0
-    publish_dropped: int = 0
-    read_errors: int = 0
-
-
 class RedisBus:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self._settings = settings
         self.timeout = settings.io_timeout_s
         # A blocking XREAD must come back well within the socket timeout.
@@ -67,7 +60,7 @@ class RedisBus:
         self._follows: dict[str, tuple[str, Handler]] = {}
         self._follows_ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.metrics = BusMetrics()
+        self.metrics = metrics or Metrics()
         # monotonic() of the last successful call: a recent one answers the health check.
         self.last_ok = 0.0
 
@@ -94,7 +87,7 @@ class RedisBus:
         """Queue a stored update for the other servers (never waits)."""
         if len(self._outbox) >= OUTBOX_MAX:
             self._outbox.popleft()
-            self.metrics.publish_dropped += 1
+            self.metrics.redis_publish_dropped.inc()
         self._outbox.append((room, row_id, update, time.time()))
         self._outbox_ready.set()
 
@@ -114,9 +107,10 @@ class RedisBus:
                             approximate=True,
                         )
                     await self._call(pipe.execute())
-                self.metrics.published += len(batch)
+                self.metrics.redis_published.inc(len(batch))
             except Exception as error:
-                self.metrics.publish_dropped += len(batch)
+                self.metrics.redis_publish_dropped.inc(len(batch))
+                self.metrics.error("redis_publish")
                 log.warning("redis publish of %d updates failed (resync delivers them): %s", len(batch), error)
                 await asyncio.sleep(0.5)
 
@@ -151,7 +145,7 @@ class RedisBus:
             try:
                 answer = await self._call(self.client.xread(streams, block=self._block_ms, count=READ_COUNT))
             except Exception as error:
-                self.metrics.read_errors += 1
+                self.metrics.error("redis_read")
                 backoff = min(2.0, max(0.2, backoff * 2))
                 log.warning("redis read failed (retrying in %.1fs; resync covers the gap): %s", backoff, error)
                 await asyncio.sleep(backoff)
@@ -167,6 +161,8 @@ class RedisBus:
                     try:
                         followed[1](int(fields[b"i"]), fields[b"s"].decode(), bytes(fields[b"u"]), float(fields[b"t"]))
                     except Exception as error:  # a malformed entry must not stop the other rooms
+                        # Counted as kind="redis_read", but not in rtmx_sync_redis_read_errors_total (XREAD).
+                        self.metrics.errors.labels(kind="redis_read").inc()
                         log.warning("room %s: bad stream entry %s: %s", room, entry_id, error)
             # Let the rooms' connections run between two large reads.
             await asyncio.sleep(0)

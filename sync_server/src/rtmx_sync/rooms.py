@@ -14,8 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
 
 from pycrdt import (
     Awareness,
@@ -35,6 +34,7 @@ from pycrdt import (
 
 from .bus import RedisBus
 from .config import Settings
+from .metrics import Metrics
 from .store import Compaction, UpdateStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ CLOSE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
 # How long a close frame may wait behind data the client does not read.
 CLOSE_TIMEOUT_S = 10.0
+# rtmx_sync_messages_total{kind}
+SYNC_KINDS = {
+    YSyncMessageType.SYNC_STEP1: "sync_step1",
+    YSyncMessageType.SYNC_STEP2: "sync_step2",
+    YSyncMessageType.SYNC_UPDATE: "update",
+}
 
 
 class ProtocolError(ValueError):
@@ -63,17 +69,6 @@ class Refused(Exception):
     def __init__(self, code: int, reason: str, metric: str):
         super().__init__(reason)
         self.code, self.reason, self.metric = code, reason, metric
-
-
-@dataclass
-class Metrics:
-    updates_in: int = 0
-    updates_out: int = 0
-    remote_updates: int = 0
-    latency_sum: float = 0.0
-    latency_count: int = 0
-    protocol_errors: int = 0
-    refused: Counter = field(default_factory=Counter)
 
 
 class Connection:
@@ -105,7 +100,7 @@ class Connection:
         if self.closing is not None:
             return
         if metric:
-            self._metrics.refused[metric] += 1
+            self._metrics.refuse(metric)
         self.closing = (code, reason)
         self._queue.clear()
         self._queued.set()
@@ -182,6 +177,7 @@ class Room:
                 rows = await self.store.load(self.name)
                 break
             except Exception as error:
+                self.metrics.error("store_read")
                 log.warning("room %s: cannot load from postgres (retrying): %s", self.name, error)
                 await asyncio.sleep(0.5)
         for row_id, update in rows:
@@ -243,6 +239,8 @@ class Room:
             raise ProtocolError("message too short")
         if message[0] == YMessageType.SYNC:
             kind = message[1]
+            if kind in SYNC_KINDS:
+                self.metrics.message(SYNC_KINDS[kind])
             if kind == YSyncMessageType.SYNC_STEP1:
                 try:
                     reply = handle_sync_message(message[1:], self.doc)
@@ -260,6 +258,7 @@ class Room:
             else:
                 raise ProtocolError(f"unknown sync message type {kind}")
         elif message[0] == YMessageType.AWARENESS:
+            self.metrics.message("awareness")
             # Presence is ephemeral: kept for joiners, relayed to the local clients only,
             # the sender too (a lone y-websocket client closes after 30 s without a message).
             self._presence_update(client, message)
@@ -268,11 +267,13 @@ class Room:
             raise ProtocolError(f"unknown message type {message[0]}")
 
     async def _local_update(self, sender: Connection, update: bytes) -> None:
+        started = time.perf_counter()
         try:
             # Only what the room lacks (a reconnecting client re-sends what it had): costs the update's size.
             update = get_update(update, self.doc.get_state())
         except Exception as error:
             raise ProtocolError(f"invalid update: {error}") from None
+        validating = time.perf_counter() - started
         if update == EMPTY_UPDATE:
             return
         if sender.read_only:
@@ -281,11 +282,14 @@ class Room:
                 return
             raise Refused(CLOSE_POLICY, "read-only token", "read_only")
         await self._check_size(len(update))
+        started = time.perf_counter()
         try:
             self.doc.apply_update(update)
         except Exception as error:
             raise ProtocolError(f"invalid update: {error}") from None
-        self.metrics.updates_in += 1
+        # Validating and applying; not the size check, which may wait for PostgreSQL.
+        self.metrics.update_apply.observe(validating + time.perf_counter() - started)
+        self.metrics.updates_in.inc()
         # Stored, then relayed and published, even if the sender's connection is closed meanwhile.
         await asyncio.shield(self._commit(sender, update))
 
@@ -304,6 +308,7 @@ class Room:
             try:
                 self._compacted(await self.store.compact(self.name, self.settings.compaction_threshold))
             except Exception as error:
+                self.metrics.error("store_read")
                 log.warning("room %s: cannot measure the stored document: %s", self.name, error)
         if self.stored_size + size > limit:
             raise Refused(CLOSE_TOO_BIG, "document too large", "document_too_large")
@@ -311,7 +316,7 @@ class Room:
     def _broadcast(self, message: bytes, exclude: Connection | None = None) -> None:
         for client in self.clients:
             if client is not exclude and client.send(message):
-                self.metrics.updates_out += 1
+                self.metrics.updates_out.inc()
 
     # Rows from PostgreSQL and the other servers
 
@@ -335,13 +340,12 @@ class Room:
         except Exception as error:
             log.error("room %s: row %d is not a valid update, skipped: %s", self.name, row_id, error)
             return
-        self.metrics.remote_updates += 1
+        self.metrics.remote_updates.inc()
         self._broadcast(create_update_message(update))
 
     def _on_stream(self, row_id: int, server: str, update: bytes, published: float) -> None:
         if server != self.settings.server_id:
-            self.metrics.latency_sum += max(0.0, time.time() - published)
-            self.metrics.latency_count += 1
+            self.metrics.cross_server_latency.observe(max(0.0, time.time() - published))
         self._remote(row_id, update)
 
     def _compacted(self, result: Compaction | None) -> None:
@@ -375,6 +379,7 @@ class Room:
                 if self.stored_rows >= threshold:
                     self._compacted(await self.store.compact(self.name, threshold))
             except Exception as error:
+                self.metrics.error("store_read")
                 log.warning("room %s: postgres resync failed: %s", self.name, error)
 
 

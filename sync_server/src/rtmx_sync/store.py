@@ -21,6 +21,7 @@ import psycopg
 from pycrdt import merge_updates
 
 from .config import Settings
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class _Write:
     room: str
     update: bytes
     done: asyncio.Future
+    # perf_counter() when append() was called (waiting for buffer space included).
+    since: float
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,8 @@ class Compaction:
     merged: bytes = b""
 
 
-@dataclass
-class StoreMetrics:
-    batches: int = 0
-    batched_updates: int = 0
-    batch_latency_sum: float = 0.0
-    errors: int = 0
-
-
 class UpdateStore:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self._dsn = settings.postgres_dsn
         self._server_id = settings.server_id
         self.timeout = settings.io_timeout_s
@@ -89,7 +84,7 @@ class UpdateStore:
         self._empty = asyncio.Event()
         self._empty.set()
         self._writers: list[asyncio.Task] = []
-        self.metrics = StoreMetrics()
+        self.metrics = metrics or Metrics()
         # monotonic() of the last successful call: a recent one answers the health check.
         self.last_ok = 0.0
 
@@ -165,8 +160,9 @@ class UpdateStore:
 
     async def append(self, room: str, update: bytes) -> int:
         """Store one update; returns its row id once committed."""
+        since = time.perf_counter()
         await self._space.acquire()
-        write = _Write(room, update, asyncio.get_running_loop().create_future())
+        write = _Write(room, update, asyncio.get_running_loop().create_future(), since)
         self._buffer.append(write)
         self._pending += 1
         self._empty.clear()
@@ -185,7 +181,7 @@ class UpdateStore:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), self._batch_max))]
-            started = time.monotonic()
+            started = time.perf_counter()
             try:
                 ids = await self._insert(batch)
             except BaseException as error:
@@ -193,16 +189,17 @@ class UpdateStore:
                 self._buffer.extendleft(reversed(batch))
                 if isinstance(error, asyncio.CancelledError):
                     raise
-                self.metrics.errors += 1
+                self.metrics.error("store")
                 backoff = min(2.0, max(0.1, backoff * 2))
                 log.warning("postgres write of %d updates failed (retrying in %.1fs): %s", len(batch), backoff, error)
                 await asyncio.sleep(backoff)
                 continue
             backoff = 0.0
-            self.metrics.batches += 1
-            self.metrics.batched_updates += len(batch)
-            self.metrics.batch_latency_sum += time.monotonic() - started
+            committed = time.perf_counter()
+            self.metrics.store_latency.observe(committed - started)
+            self.metrics.write_batch_size.observe(len(batch))
             for write, row_id in zip(batch, ids, strict=True):
+                self.metrics.update_store.observe(committed - write.since)
                 if not write.done.done():
                     write.done.set_result(row_id)
                 self._space.release()
