@@ -244,11 +244,11 @@ def servers(redis_url, postgres_dsn):
             server.kill()
 
 
-def presence(clock: int, blob: str) -> bytes:
+def presence(clock: int, blob: str, client_id: int = 4242) -> bytes:
     """An awareness message: one client's state at `clock` (y-protocols encoding)."""
     update = Encoder()
     update.write_var_uint(1)
-    update.write_var_uint(4242)
+    update.write_var_uint(client_id)
     update.write_var_uint(clock)
     update.write_var_string(json.dumps({"blob": blob}))
     return create_awareness_message(update.to_bytes())

@@ -11,7 +11,7 @@ import websockets
 from prometheus_client import CONTENT_TYPE_LATEST
 from pycrdt import Decoder, YMessageType
 
-from conftest import YClient, eventually, presence
+from conftest import YClient, eventually, presence, wait_until
 from rtmx_sync.auth import issue
 
 
@@ -204,3 +204,23 @@ def test_presence_is_sent_to_joiners_and_removed_when_its_connection_drops(serve
             assert await next_presence(bob) == {4242: (2, None)}
 
     run(scenario())
+
+
+def test_room_streams_are_trimmed_and_expire(servers, redis_url):
+    """Redis runs with noeviction: a room's stream keeps recent entries only and expires when the room is idle."""
+    import redis
+
+    from rtmx_sync.bus import STREAM_IDLE_EXPIRE_S, stream_key
+
+    server = servers("sync-a")
+    name = room()
+
+    async def scenario():
+        a = await YClient(server.url, name).connect()
+        await a.insert("published;")
+        await a.close()
+
+    run(scenario())
+    client = redis.Redis.from_url(redis_url)
+    wait_until(lambda: client.exists(stream_key(name)), what="the update published")
+    assert 0 < client.ttl(stream_key(name)) <= STREAM_IDLE_EXPIRE_S

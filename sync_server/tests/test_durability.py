@@ -5,7 +5,7 @@ import asyncio
 import uuid
 
 import psycopg
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, create_update_message
 
 from conftest import YClient, eventually, stored_text
 from rtmx_sync.config import Settings
@@ -224,5 +224,28 @@ def test_rooms_converge_across_compactions(servers, postgres_dsn):
         await eventually(lambda: str(fresh.text) == str(a.text), what="a fresh client after compaction")
         for client in (a, b, fresh):
             await client.close()
+
+    run(scenario())
+
+
+def test_a_reconnect_that_brings_nothing_new_stores_nothing(servers, postgres_dsn):
+    """Every sync step 2 carries the client's whole delete set: stored and relayed only when it changes something."""
+    server = servers("sync-a")
+    name = room()
+
+    async def scenario():
+        a = await YClient(server.url, name).connect()
+        await a.insert("hello world;")
+        del a.text[0:6]
+        await a.ws.send(create_update_message(a.doc.get_update()))
+        await eventually(lambda: stored_rows(postgres_dsn, name) >= 2, what="the edits stored")
+        rows = stored_rows(postgres_dsn, name)
+        for _ in range(3):  # reconnects: each sends its sync step 2 (delete set included)
+            await a.close()
+            await a.connect()
+            await eventually(lambda: a.synced.is_set(), what="resynced")
+        await a.insert("more;")
+        await eventually(lambda: stored_rows(postgres_dsn, name) == rows + 1, what="only the new edit stored")
+        await a.close()
 
     run(scenario())

@@ -184,3 +184,25 @@ def test_slow_client_is_closed_and_others_keep_working(servers):
         await talker.close()
 
     run(scenario())
+
+
+def test_presence_is_bounded(servers):
+    """Awareness is a few small states per connection: a huge message or many states close that client only."""
+    server = servers("sync-a")
+    name = room()
+
+    async def scenario():
+        calm = await YClient(server.url, name).connect()
+        big = await synced(server.url, name)
+        await big.send(presence(1, "x" * 70_000))
+        assert await closed_with(big) == (1009, "awareness message too big")
+        many = await synced(server.url, name)
+        for client_id in range(1, 7):
+            await many.send(presence(1, "me", client_id))
+        assert await closed_with(many) == (1008, "too many awareness states on one connection")
+        await calm.insert("still here;")
+        assert calm.closed is None
+        await calm.close()
+
+    run(scenario())
+    assert server.refused("message_too_big") == 1

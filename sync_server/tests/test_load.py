@@ -40,7 +40,8 @@ def test_burst_then_a_new_room_opens_at_once_and_everything_is_stored(servers, p
         async def burst(client: YClient, tag: str) -> None:
             for i in range(EDITS):
                 await client.insert(f"{tag}.{i};")
-                await client.ws.send(presence(i + 1, os.urandom(1024).hex()))  # relayed, never stored
+                # Presence: relayed, never stored; each client its own state.
+                await client.ws.send(presence(i + 1, os.urandom(700).hex(), client.doc.client_id))
 
         await asyncio.gather(
             *(burst(client, f"{r}.{c}") for r, name in enumerate(names) for c, client in enumerate(clients[name]))

@@ -16,6 +16,7 @@ from collections import Counter
 from ipaddress import ip_address, ip_network
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from pycrdt import YMessageType
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -199,8 +200,8 @@ class SyncService:
             problems.append(f"event loop lag {lag:.1f}s")
         if oldest_start is not None and time.monotonic() - oldest_start > 3 * self.settings.io_timeout_s:
             problems.append("a room start is stuck")
-        if self.store.pending >= self.store.buffer_max:
-            problems.append("write buffer full")
+        # A full write buffer is not among them: during a PostgreSQL outage every server fills its buffer at
+        # once, and backpressure (senders slowed) already handles it; leaving HAProxy would cut every client.
         checks = await self._dependencies()
         if problems:
             status = "unavailable"
@@ -331,8 +332,14 @@ class SyncService:
                     raise Refused(CLOSE_TOO_BIG, "message too big", "message_too_big")
                 if not bucket.take():
                     raise Refused(CLOSE_TRY_AGAIN, "too many messages, try again later", "rate_limit")
-                await inbox.put(data)
-            # The client left: what it sent is still stored and relayed.
+                if data[:1] == AWARENESS:
+                    # Presence never waits behind updates held up by PostgreSQL: relayed (to the sender too)
+                    # at once, it keeps y-websocket clients, which close after 30 s without a message, connected.
+                    await room.receive(connection, data)
+                else:
+                    await inbox.put(data)
+            # The client left: nothing more is sent to it; what it sent is still stored and relayed.
+            room.leave(connection)
             await inbox.put(None)
             await asyncio.wait({handler}, timeout=4 * settings.io_timeout_s)
         except Exception as error:
@@ -360,6 +367,9 @@ class SyncService:
             self.metrics.error("internal")
             log.error("room %s: unexpected error on a connection", room.name, exc_info=error)
             connection.close(CLOSE_ERROR, "internal error")
+
+
+AWARENESS = bytes([YMessageType.AWARENESS])
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -32,6 +32,10 @@ READ_COUNT = 500
 Handler = Callable[[int, str, bytes, float], None]
 
 
+STREAM_KEEP_S = 120
+STREAM_IDLE_EXPIRE_S = 3600
+
+
 def stream_key(room: str) -> str:
     return f"rtmx:sync:room:{room}"
 
@@ -106,6 +110,12 @@ class RedisBus:
                             maxlen=self._settings.stream_maxlen,
                             approximate=True,
                         )
+                        # Only recent entries matter (older ones come back from PostgreSQL by resync): trimmed
+                        # by age, and a room's stream expires when idle, so Redis (noeviction) never fills.
+                        pipe.xtrim(
+                            stream_key(room), minid=f"{int((published - STREAM_KEEP_S) * 1000)}-0", approximate=True
+                        )
+                        pipe.expire(stream_key(room), STREAM_IDLE_EXPIRE_S)
                     await self._call(pipe.execute())
                 self.metrics.redis_published.inc(len(batch))
             except Exception as error:

@@ -29,6 +29,7 @@ from pycrdt import (
     get_state,
     get_update,
     handle_sync_message,
+    merge_updates,
     read_message,
 )
 
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]{0,199}$")
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE = b"\x00"
+# Presence is a user's name, colour and cursor: small, and a few states per connection.
+AWARENESS_MAX_BYTES = 65_536
+AWARENESS_MAX_STATES = 4
 
 # Close codes sent to clients (RFC 6455 and the y-websocket conventions).
 CLOSE_POLICY = 1008
@@ -217,17 +221,30 @@ class Room:
                 removal.write_var_string("null")
             update = removal.to_bytes()
             self.awareness.apply_awareness_update(update, origin=None)
+            for client_id in gone:  # a room's presence bookkeeping does not grow with every visitor
+                self.awareness.meta.pop(client_id, None)
             self._broadcast(create_awareness_message(update))
 
     def _presence_update(self, client: Connection, message: bytes) -> None:
+        """A client's presence: small, and a few states it brought (a Yjs client has one); a state is removed
+        when the connection that brought it leaves."""
+        if len(message) > AWARENESS_MAX_BYTES:
+            raise Refused(CLOSE_TOO_BIG, "awareness message too big", "message_too_big")
         try:
             update = Decoder(message[1:]).read_message()
             entries = Decoder(update)
             owned = self._presence.setdefault(client, set())
             for _ in range(entries.read_var_uint()):
                 client_id, _clock, state = entries.read_var_uint(), entries.read_var_uint(), entries.read_var_string()
+                if any(client_id in ids for other, ids in self._presence.items() if other is not client):
+                    # Yjs clients pass on the states they learn: the connection that brought a state owns it.
+                    continue
                 (owned.discard if state in ("", "null") else owned.add)(client_id)
+                if len(owned) > AWARENESS_MAX_STATES:
+                    raise ProtocolError("too many awareness states on one connection")
             self.awareness.apply_awareness_update(update, origin=client)
+        except (ProtocolError, Refused):
+            raise
         except Exception as error:
             raise ProtocolError(f"malformed awareness message: {error}") from None
 
@@ -284,11 +301,14 @@ class Room:
         await self._check_size(len(update))
         started = time.perf_counter()
         try:
-            self.doc.apply_update(update)
+            update = self._apply(update)
         except Exception as error:
             raise ProtocolError(f"invalid update: {error}") from None
         # Validating and applying; not the size check, which may wait for PostgreSQL.
         self.metrics.update_apply.observe(validating + time.perf_counter() - started)
+        if update == EMPTY_UPDATE:
+            # Nothing new (e.g. a reconnecting client's delete set, which every sync step 2 carries).
+            return
         self.metrics.updates_in.inc()
         # Stored, then relayed and published, even if the sender's connection is closed meanwhile.
         await asyncio.shield(self._commit(sender, update))
@@ -330,18 +350,29 @@ class Room:
         self.stored_size += size
         return True
 
+    def _apply(self, update: bytes) -> bytes:
+        """Apply an update; what it changed in the document (EMPTY_UPDATE when nothing)."""
+        changes: list[bytes] = []
+        subscription = self.doc.observe(lambda event: changes.append(event.update))
+        try:
+            self.doc.apply_update(update)
+        finally:
+            self.doc.unobserve(subscription)
+        return merge_updates(*changes) if len(changes) > 1 else (changes[0] if changes else EMPTY_UPDATE)
+
     def _remote(self, row_id: int, update: bytes) -> None:
-        """Apply and relay a stored row once."""
+        """Apply a stored row once; relay what it changed (a compaction's merged row usually changes nothing)."""
         if row_id in self._applied:
             return
         self._record(row_id, len(update))
         try:
-            self.doc.apply_update(update)
+            changed = self._apply(update)
         except Exception as error:
             log.error("room %s: row %d is not a valid update, skipped: %s", self.name, row_id, error)
             return
-        self.metrics.remote_updates.inc()
-        self._broadcast(create_update_message(update))
+        if changed != EMPTY_UPDATE:
+            self.metrics.remote_updates.inc()
+            self._broadcast(create_update_message(changed))
 
     def _on_stream(self, row_id: int, server: str, update: bytes, published: float) -> None:
         if server != self.settings.server_id:

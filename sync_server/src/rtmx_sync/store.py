@@ -48,6 +48,9 @@ RETURNING id
 """
 
 
+BATCH_MAX_BYTES = 4 * 1_048_576
+
+
 @dataclass
 class _Write:
     room: str
@@ -180,7 +183,7 @@ class UpdateStore:
             while not self._buffer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), self._batch_max))]
+            batch = self._next_batch()
             started = time.perf_counter()
             try:
                 ids = await self._insert(batch)
@@ -206,6 +209,16 @@ class UpdateStore:
             self._pending -= len(batch)
             if not self._pending:
                 self._empty.set()
+
+    def _next_batch(self) -> list[_Write]:
+        """Up to write_batch_max updates and BATCH_MAX_BYTES (at least one): a batch of large updates must
+        still commit within io_timeout_s, or it would be retried as a whole forever."""
+        batch, size = [self._buffer.popleft()], 0
+        size += len(batch[0].update)
+        while self._buffer and len(batch) < self._batch_max and size + len(self._buffer[0].update) <= BATCH_MAX_BYTES:
+            size += len(self._buffer[0].update)
+            batch.append(self._buffer.popleft())
+        return batch
 
     async def _insert(self, batch: list[_Write]) -> list[int]:
         rows = await self._execute(INSERT_BATCH, (self._server_id, [w.room for w in batch], [w.update for w in batch]))
