@@ -222,5 +222,6 @@ def test_room_streams_are_trimmed_and_expire(servers, redis_url):
 
     run(scenario())
     client = redis.Redis.from_url(redis_url)
-    wait_until(lambda: client.exists(stream_key(name)), what="the update published")
+    wait_until(lambda: server.sample("rtmx_sync_redis_published_total") >= 1, what="the update published")
+    assert server.sample("rtmx_sync_redis_publish_dropped_total") == 0  # XADD, XTRIM and EXPIRE all worked
     assert 0 < client.ttl(stream_key(name)) <= STREAM_IDLE_EXPIRE_S
