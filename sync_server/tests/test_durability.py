@@ -2,12 +2,15 @@
 relayed, wait out a PostgreSQL outage, and survive compaction."""
 
 import asyncio
+import signal
 import uuid
 
 import psycopg
+import pytest
 from pycrdt import Doc, Text, create_update_message
 
 from conftest import YClient, eventually, stored_text
+from rtmx_sync import crashpoints
 from rtmx_sync.config import Settings
 from rtmx_sync.store import UpdateStore
 
@@ -247,5 +250,55 @@ def test_a_reconnect_that_brings_nothing_new_stores_nothing(servers, postgres_ds
         await a.insert("more;")
         await eventually(lambda: stored_rows(postgres_dsn, name) == rows + 1, what="only the new edit stored")
         await a.close()
+
+    run(scenario())
+
+
+def test_an_update_waiting_for_a_row_of_another_server_is_stored(servers, postgres_dsn):
+    """A client back from another server can send an edit built on a row this server has not received yet:
+    it is stored whole, so the other servers and PostgreSQL get it once the row arrives."""
+    one, two = servers("sync-a"), servers("sync-b")
+    name = room()
+    base_doc, built_doc = Doc(), Doc()
+    base = edit(base_doc, base_doc.get("text", type=Text), "base;")
+    built_doc.apply_update(base)
+    built = edit(built_doc, built_doc.get("text", type=Text), "more;")
+
+    async def scenario():
+        waiting = await YClient(one.url, name).connect()
+        await waiting.ws.send(create_update_message(built))  # builds on `base`, which `one` lacks
+        await eventually(lambda: stored_rows(postgres_dsn, name) == 1, what="the waiting edit stored")
+        giver = await YClient(two.url, name).connect()
+        await giver.ws.send(create_update_message(base))  # reaches `one` through Redis
+        readers = [await YClient(server.url, name).connect() for server in (one, two)]
+        await eventually(lambda: all(str(r.text) == "base;more;" for r in readers), what="both servers whole")
+        assert stored_text(postgres_dsn, name) == "base;more;"
+        for client in (waiting, giver, *readers):
+            await client.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("step", crashpoints.STEPS)
+def test_a_server_killed_at_any_step_of_an_update_loses_nothing(servers, postgres_dsn, step):
+    """Killed before storing, the edit's only holder is its client, which sends it again on reconnecting
+    (as Yjs providers do); killed at any later step, it is stored: its client may be gone for good."""
+    doomed, survivor = servers("sync-doomed", RTMX_SYNC_CRASH_AT=step), servers("sync-b")
+    name = room()
+
+    async def scenario():
+        writer = await YClient(doomed.url, name).connect()
+        watcher = await YClient(survivor.url, name).connect()
+        await writer.insert("kept;")
+        await asyncio.to_thread(doomed.proc.wait, 10)
+        assert doomed.proc.returncode == -signal.SIGKILL
+        await eventually(lambda: writer.closed is not None, what="the writer to notice the dead server")
+        if step == "applied":
+            await writer.connect(survivor.url)
+        await eventually(lambda: str(watcher.text) == "kept;", what=f"the edit on the survivor ({step})")
+        await eventually(lambda: stored_text(postgres_dsn, name) == "kept;", what="the edit stored")
+        await watcher.close()
+        if writer.closed is None:
+            await writer.close()
 
     run(scenario())

@@ -33,6 +33,7 @@ from pycrdt import (
     read_message,
 )
 
+from . import crashpoints
 from .bus import RedisBus
 from .config import Settings
 from .metrics import Metrics
@@ -301,23 +302,33 @@ class Room:
         await self._check_size(len(update))
         started = time.perf_counter()
         try:
-            update = self._apply(update)
+            changed = self._apply(update)
+            # Part of it may wait for what it builds on (a client back from another server can hold rows
+            # this one has not received yet): then the whole update is stored, or nobody would store that part.
+            if not self._integrated(update):
+                changed = update
         except Exception as error:
             raise ProtocolError(f"invalid update: {error}") from None
         # Validating and applying; not the size check, which may wait for PostgreSQL.
         self.metrics.update_apply.observe(validating + time.perf_counter() - started)
-        if update == EMPTY_UPDATE:
+        if changed == EMPTY_UPDATE:
             # Nothing new (e.g. a reconnecting client's delete set, which every sync step 2 carries).
             return
+        update = changed
+        crashpoints.reached("applied")
         self.metrics.updates_in.inc()
         # Stored, then relayed and published, even if the sender's connection is closed meanwhile.
         await asyncio.shield(self._commit(sender, update))
 
     async def _commit(self, sender: Connection, update: bytes) -> None:
         row_id = await self.store.append(self.name, update)
-        if self._record(row_id, len(update)):
-            self._broadcast(create_update_message(update), exclude=sender)
+        crashpoints.reached("stored")
+        # Relayed even when the resync read the row first: it found nothing new in the document then.
+        self._record(row_id, len(update))
+        self._broadcast(create_update_message(update), exclude=sender)
+        crashpoints.reached("relayed")
         self.bus.publish(self.name, row_id, update)
+        crashpoints.reached("published")
 
     async def _check_size(self, size: int) -> None:
         limit = self.settings.max_document_bytes
@@ -359,6 +370,24 @@ class Room:
         finally:
             self.doc.unobserve(subscription)
         return merge_updates(*changes) if len(changes) > 1 else (changes[0] if changes else EMPTY_UPDATE)
+
+    def _integrated(self, update: bytes) -> bool:
+        """Whether every struct and deletion of an applied update is in the document (none left pending)."""
+        state = self.doc.get_state()
+        if get_state(get_update(update, state)) != EMPTY_STATE:
+            return False
+        known = _clocks(state)
+        # The update's deletions alone: its diff against its own state vector keeps no struct.
+        deletions = Decoder(get_update(update, get_state(update)))
+        if deletions.read_var_uint() != 0:
+            return False
+        for _ in range(deletions.read_var_uint()):
+            client = deletions.read_var_uint()
+            for _ in range(deletions.read_var_uint()):
+                clock, length = deletions.read_var_uint(), deletions.read_var_uint()
+                if clock + length > known.get(client, 0):
+                    return False
+        return True
 
     def _remote(self, row_id: int, update: bytes) -> None:
         """Apply a stored row once; relay what it changed (a compaction's merged row usually changes nothing)."""
@@ -412,6 +441,12 @@ class Room:
             except Exception as error:
                 self.metrics.error("store_read")
                 log.warning("room %s: postgres resync failed: %s", self.name, error)
+
+
+def _clocks(state: bytes) -> dict[int, int]:
+    """A Yjs state vector: the next clock of each client."""
+    decoder = Decoder(state)
+    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
 
 
 class RoomRegistry:
