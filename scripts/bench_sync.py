@@ -123,8 +123,9 @@ def parse_lab_nodes(value: str) -> list[tuple[str, str]]:
 
 
 def container_name(prefix: str, host: str) -> str:
-    """The lab's container of a host: <prefix>-<host> (lab-up.yml), or <prefix><host> if the prefix ends in - or _."""
-    return f"{prefix}{host}" if prefix.endswith(("-", "_")) else f"{prefix}-{host}"
+    """The lab's container of a host: <prefix>-<host> (lab-up.yml), <prefix><host> if the prefix ends in - or _,
+    the host's own name for an empty prefix (molecule's containers)."""
+    return f"{prefix}{host}" if not prefix or prefix.endswith(("-", "_")) else f"{prefix}-{host}"
 
 
 @dataclass
@@ -147,7 +148,7 @@ def resolve_target(env: dict[str, str], url: str | None = None, servers: str | N
     vip = (url or env.get("RTMX_SYNC_URL", "")).rstrip("/")
     scheme = "wss" if vip.startswith("wss://") else "ws"
     nodes = parse_lab_nodes(env.get("RTMX_LAB_NODES", ""))
-    prefix = env.get("RTMX_LAB_PREFIX", "")
+    prefix = env.get("RTMX_LAB_PREFIX")  # None: no containers to sample
     by_address = {address: name for name, address in nodes}
     found = []
     if servers:
@@ -157,12 +158,12 @@ def resolve_target(env: dict[str, str], url: str | None = None, servers: str | N
                 parts = urlsplit(server_url)
                 host = parts.hostname or ""
                 name = by_address.get(host, parts.netloc)
-                container = container_name(prefix, name) if prefix and host in by_address else None
+                container = container_name(prefix, name) if prefix is not None and host in by_address else None
                 found.append({"name": name, "url": server_url, "container": container})
     else:
         for name, address in nodes:
             if name.startswith("sync"):
-                container = container_name(prefix, name) if prefix else None
+                container = container_name(prefix, name) if prefix is not None else None
                 found.append({"name": name, "url": _server_url(address, scheme), "container": container})
     return Target(url=vip, servers=found)
 
@@ -459,6 +460,7 @@ def backend_summary(points: dict) -> dict:
 def server_metrics_summary(points: dict) -> dict:
     start = points.get("window_start", {}).get("metrics", {})
     end = points.get("window_end", {}).get("metrics", {})
+    seconds = points.get("window_end", {}).get("t", 0) - points.get("window_start", {}).get("t", 0)
     summary = {}
     for server, after in end.items():
         before = start.get(server) or {}
@@ -466,6 +468,10 @@ def server_metrics_summary(points: dict) -> dict:
             summary[server] = {"error": after["error"]}
         elif "values" in before:
             summary[server] = metrics_delta(before["values"], after["values"])
+            cpu = summary[server].get("process_cpu_seconds_total")
+            if cpu is not None and seconds > 0:
+                # The server's own CPU (its /metrics), where docker stats cannot see the containers' cgroups.
+                summary[server]["cpu_fraction_in_window"] = round(cpu / seconds, 3)
         else:
             summary[server] = after.get("values", {})
     return summary
@@ -1447,6 +1453,10 @@ def metrics_brief(values: dict) -> str:
     refused = sum(value for key, value in values.items() if key.startswith("rtmx_sync_refused_total"))
     if refused:
         parts.append(f"refused {refused:g}")
+    if values.get("cpu_fraction_in_window") is not None:
+        parts.append(f"cpu {values['cpu_fraction_in_window'] * 100:.0f}% of a core")
+    if values.get("process_resident_memory_bytes") is not None:
+        parts.append(f"rss {values['process_resident_memory_bytes'] / 1024**2:.0f} MiB")
     total = values.get("rtmx_sync_cross_server_latency_seconds_sum")
     count = values.get("rtmx_sync_cross_server_latency_seconds_count")
     if total is not None and count:
@@ -1462,6 +1472,8 @@ def format_details(case: dict) -> str:
         if case.get(key):
             lines.append(f"   {key.replace('_', ' ')}: {json.dumps(case[key])}")
     for name, stats in case["servers"]["docker_stats"].items():
+        if not stats["cpu_percent_max"] and not stats["mem_mib_max"]:
+            continue  # docker cannot read this container's cgroup (nested engine): the server's /metrics tell
         lines.append(
             f"   {name}: cpu mean {stats['cpu_percent_mean']}% max {stats['cpu_percent_max']}% (100% = one core), "
             f"memory max {_fmt(stats['mem_mib_max'])} MiB ({stats['samples']} samples)"

@@ -78,6 +78,7 @@ def test_target_options_override_the_env():
 def test_container_names_follow_lab_up():
     assert bench.container_name("rtmx-lab", "sync1") == "rtmx-lab-sync1"
     assert bench.container_name("lab-", "sync1") == "lab-sync1"
+    assert bench.container_name("", "sync1") == "sync1"
 
 
 def test_key_is_the_first_key_line(tmp_path):
