@@ -102,7 +102,9 @@ def test_every_instance_serves_and_is_up_in_haproxy(lbs):
         assert answer["instance"] == name and answer["requirements"] == SAMPLE_REQUIREMENTS, answer
     releases = {health(name)["release"] for name in API}
     assert len(releases) == 1, f"the instances serve different releases: {releases}"
-    assert haproxy_api_status(lbs) == {lb: {name: "UP" for name in API} for lb in lbs}
+    # HAProxy checks a DOWN instance every 2 s and needs 2 passed checks.
+    every_up = {lb: {name: "UP" for name in API} for lb in lbs}
+    wait_for(lambda: haproxy_api_status(lbs) == every_up, timeout=30, what="every API instance UP in every HAProxy")
 
 
 def test_instances_listen_on_their_own_address_only(inventory):
@@ -159,7 +161,7 @@ def test_forwarded_headers_reach_the_instances(inventory):
     assert status == 200
     served = headers["X-Rtmx-Api-Server"]
     node = testinfra.get_host(f"ansible://{served}?ansible_inventory={inventory}")
-    log = wait_for(lambda: [line for line in node.check_output("journalctl -u rtmx-api --since -2min --no-pager")
+    log = wait_for(lambda: [line for line in node.check_output("journalctl -u rtmx-api --since '2 min ago' --no-pager")
                             .splitlines() if marker.split("marker=")[1] in line],
                    timeout=10, what="the request in the access log")
     assert not any(ADDRESSES[lb] + ":" in log[-1] for lb in ("lb1", "lb2")), f"the lb, not the client: {log[-1]}"
