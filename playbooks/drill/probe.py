@@ -44,7 +44,9 @@ TICK = 0.1
 NEW_ROOM_MAX_S = 2.0  # a server that takes longer to answer a new room's handshake does not serve
 SERVED_BY = "x-rtmx-sync-server"  # HAProxy names the sync server behind a VIP connection
 API_PATH = "/api/status"
-API_TIMEOUT = 8.0  # longer than HAProxy's retry of a request an instance left unanswered (5 s), shorter than a VIP move
+# Longer than HAProxy's retry of a request a dead instance left unanswered (haproxy_api_timeout_server, 5 s),
+# short enough that a request stuck on a lost lb does not stretch the VIP move's gap much.
+API_TIMEOUT = 6.5
 API_SERVED_BY = "X-Rtmx-Api-Server"
 
 
