@@ -22,6 +22,15 @@ MAX_BLIND_SHARE = 0.05  # samples in which the watcher reached no PostgreSQL nod
 SYNC_BACK_MAX_S = 2.0  # clients of a lost sync server are back on another one (issue 17)
 SYNC_VIP_MOVE_BACK_MAX_S = 10.0  # clients through a lost lb: the VIP moves (goal 5 s), then they reconnect
 NEW_ROOM_MAX_S = 2.0  # after every drill every sync server serves a new room within this
+# RTMX API through the VIP (issue 14). REQ-DEPLOY-005's API check: every 10 s, DOWN after 3: requests may
+# fail at most that long after an instance dies (HAProxy's retries should make it none at all).
+API_DETECTION_WINDOW_S = 10 * 3
+API_VIP_MOVE_MAX_S = SYNC_VIP_MOVE_BACK_MAX_S  # through a lost lb: the VIP moves, as for the sync clients
+MIN_API_REQUESTS = 50  # the probe asks about 8 times a second
+MIN_API_OK_AFTER_FAULT = 10
+# Drawn by no chaos series (failover-drill.yml's drill_chaos_catalog): seeds replay the series they drew
+# before these drills existed.
+CHAOS_EXCLUDED = ("api_server_loss",)
 
 # Per drill: who the fault must hit, what must change or stay, and bounds on the write
 # unavailability (s) seen through the VIP. The bounds are the goals with a margin for a
@@ -42,7 +51,9 @@ EXPECTATIONS = {
                           "sync_disconnects": 0},
     "sentinel_minority_loss": {"same_master": True, "pg_max_s": 10, "redis_max_s": 10, "sync_disconnects": 0},
     "sync_server_loss": {"sync_only_target": True, "pg_max_s": 10, "redis_max_s": 10},
-    "lb_vip_loss": {"pg_max_s": 15, "redis_max_s": 15, "sync_direct_disconnects": 0, "sync_vip_back": True},
+    "lb_vip_loss": {"pg_max_s": 15, "redis_max_s": 15, "sync_direct_disconnects": 0, "sync_vip_back": True,
+                    "api_vip_move": True},
+    "api_server_loss": {"pg_max_s": 10, "redis_max_s": 10, "sync_disconnects": 0, "api_instance_lost": True},
 }
 
 
@@ -66,6 +77,10 @@ def probe_worked(d: dict) -> list[str]:
         out.append("sync probe sent no update")
     if d.get("sync_updates_lost") is None:
         out.append("sync read-back failed: updates lost unknown")
+    if d.get("api_requests") is not None:  # None: no API tier, no API probe
+        requests, ok_after = d.get("api_requests") or 0, d.get("api_ok_requests_after_fault") or 0
+        if requests < MIN_API_REQUESTS or ok_after < MIN_API_OK_AFTER_FAULT:
+            out.append(f"API probe sent {requests} requests ({ok_after} answered after the fault): it was not asking")
     if d.get("sync_servers_unreachable_after"):
         out.append(f"sync servers unreachable after the drill: {', '.join(d['sync_servers_unreachable_after'])}")
     return out
@@ -104,6 +119,7 @@ def stack_behaved(d: dict, expect: dict) -> list[str]:
         if expect.get(f"same_{what}") and value is not None:
             out.append(f"the {what} changed ({d.get(before)} -> another after {value} s) although it was not hit")
     out.extend(sync_problems(d, expect))
+    out.extend(api_problems(d, expect))
     if d.get("sync_updates_lost"):
         out.append(f"{d['sync_updates_lost']} sync updates lost")
     return out
@@ -138,6 +154,27 @@ def sync_problems(d: dict, expect: dict) -> list[str]:
         if not isinstance(seconds, (int, float)) or seconds > NEW_ROOM_MAX_S:
             out.append(f"sync server {server} did not serve a new room within {NEW_ROOM_MAX_S} s: {seconds}")
     return out
+
+
+def api_problems(d: dict, expect: dict) -> list[str]:
+    """Requests to the RTMX API through the VIP: none fails, but while the VIP moves (an lb loss) and for at most
+    HAProxy's detection window when an API instance dies."""
+    if d.get("api_requests") is None:
+        return []
+    failed, window, gap = d.get("api_failed_requests") or 0, d.get("api_failure_window_s"), d.get("api_longest_gap_s")
+    if expect.get("api_instance_lost"):
+        if window is None or window > API_DETECTION_WINDOW_S:
+            return [f"API requests through the VIP failed for {window} s ({failed} failed requests; at most the "
+                    f"health-check detection window, {API_DETECTION_WINDOW_S} s)"]
+        return []
+    if expect.get("api_vip_move"):
+        if gap is None or gap > API_VIP_MOVE_MAX_S:
+            return [f"API answers through the VIP stopped for {gap} s while the VIP moved ({failed} failed requests; "
+                    f"at most {API_VIP_MOVE_MAX_S} s)"]
+        return []
+    if failed:
+        return [f"{failed} API requests through the VIP failed (for {window} s) although no API instance or lb was hit"]
+    return []
 
 
 def problems(report: dict) -> list[str]:

@@ -8,6 +8,9 @@ JSON file of raw observations (report.py turns them into figures):
 - a watcher asking every PostgreSQL node directly whether it is writable
   (two at once = split brain), and Patroni who leads;
 - a Redis writer through the VIP, then read back; the Sentinels' master;
+- an HTTP client of the RTMX API through the VIP: GET /api/status in a
+  loop, each request recorded (failed ones too, and which instance answered,
+  from HAProxy's X-Rtmx-Api-Server header);
 - pycrdt clients editing: through the VIP like users (several rooms, so
   HAProxy spreads them over the servers; the server each lands on is read
   from HAProxy's X-Rtmx-Sync-Server header) and one straight to each server;
@@ -24,6 +27,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import psycopg
@@ -39,6 +43,11 @@ WRITE_TIMEOUT = 15.0  # longer than a PgBouncer pause; slower writes still count
 TICK = 0.1
 NEW_ROOM_MAX_S = 2.0  # a server that takes longer to answer a new room's handshake does not serve
 SERVED_BY = "x-rtmx-sync-server"  # HAProxy names the sync server behind a VIP connection
+API_PATH = "/api/status"
+# Longer than HAProxy's retry of a request a dead instance left unanswered (haproxy_api_timeout_server, 5 s),
+# short enough that a request stuck on a lost lb does not stretch the VIP move's gap much.
+API_TIMEOUT = 6.5
+API_SERVED_BY = "X-Rtmx-Api-Server"
 
 
 class Probe:
@@ -52,6 +61,7 @@ class Probe:
         self.leaders: list[list] = []  # [t, leader or None]
         self.redis_masters: list[list] = []  # [t, master or None]
         self.sync_clients: list[dict] = []
+        self.api_requests: list[list] = []  # [start, end, ok, HTTP status or None, instance or error]
         self.sync_token_value = ""
         self.loop_stalls: list[list] = []  # [t, seconds] the probe's event loop did not run
         self.notes: list[str] = []
@@ -230,6 +240,28 @@ class Probe:
         for c in clients:
             await c.aclose()
 
+    # RTMX API -------------------------------------------------------------
+    def api_get(self, url: str) -> tuple[bool, int | None, str]:
+        """One GET through the VIP: (ok, HTTP status, the instance that answered or the error)."""
+        try:
+            with urllib.request.urlopen(url, timeout=API_TIMEOUT) as answer:
+                body = answer.read()
+                status, served_by = answer.status, answer.headers.get(API_SERVED_BY, "?")
+            ok = status == 200 and "total" in json.loads(body or b"{}")
+            return ok, status, served_by if ok else f"unexpected body from {served_by}"
+        except urllib.error.HTTPError as error:
+            return False, error.code, f"HTTP {error.code} from {error.headers.get(API_SERVED_BY, '?')}"
+        except (OSError, ValueError) as error:
+            return False, None, (str(error) or type(error).__name__)[:160]
+
+    async def api_prober(self) -> None:
+        url = self.cfg["api"]["vip_url"].rstrip("/") + API_PATH
+        while not self.stop.is_set():
+            start = time.time()
+            ok, status, detail = await asyncio.to_thread(self.api_get, url)
+            self.api_requests.append([start, time.time(), ok, status, detail])
+            await asyncio.sleep(0.1)
+
     # Sync servers ----------------------------------------------------------
     def sync_token(self) -> str:
         sync = self.cfg["sync"]
@@ -366,6 +398,8 @@ class Probe:
         await self.pg_prepare()
         tasks = [self.pg_writer(), self.primary_watcher(), self.leader_watcher(), self.redis_writer(),
                  self.master_watcher(), self.loop_watcher()]
+        if self.cfg.get("api", {}).get("vip_url"):
+            tasks.append(self.api_prober())
         if YClient is not None and self.cfg.get("sync", {}).get("servers"):
             self.sync_token_value = self.sync_token()
             tasks += [self.sync_client(*client) for client in self.sync_plan()]
@@ -391,6 +425,7 @@ class Probe:
             "leaders": self.leaders, "redis_masters": self.redis_masters,
             "sync_clients": [{k: v for k, v in c.items() if k != "client"} for c in self.sync_clients],
             "loop_stalls": self.loop_stalls,
+            "api_requests": self.api_requests if self.cfg.get("api", {}).get("vip_url") else None,
             "final": final,
         }
 

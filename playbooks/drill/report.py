@@ -41,6 +41,34 @@ def unavailability(writes: list, since: float) -> dict:
             "failed": len([w for w in writes if w[0] >= since and not w[2]])}
 
 
+def api_figures(requests: list | None, since: float) -> dict:
+    """The RTMX API probe through the VIP (GET /api/status in a loop) after `since`: requests, failed ones, the
+    longest failure window (start of a failed request to the end of the next successful one; None when it never
+    recovered), the longest gap between two successful answers (from the last one before `since`), and which
+    instances answered. All None without an API probe (no api group)."""
+    keys = ("api_requests", "api_ok_requests_after_fault", "api_failed_requests", "api_failure_window_s",
+            "api_longest_gap_s", "api_served_by")
+    if requests is None:
+        return dict.fromkeys(keys)
+    after = sorted((r for r in requests if r[1] >= since), key=lambda r: r[0])
+    window, start = 0.0, None
+    for r in after:
+        if not r[2] and start is None:
+            start = r[0]
+        elif r[2] and start is not None:
+            window, start = max(window, r[1] - start), None
+    ends = sorted(r[1] for r in requests if r[2])
+    before = [t for t in ends if t < since]
+    marks = before[-1:] + [t for t in ends if t >= since]
+    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    ok_after = [r for r in after if r[2]]
+    return dict(zip(keys, (
+        len(requests), len(ok_after), len(after) - len(ok_after),
+        None if start is not None else round(window, 2),
+        round(max(gaps), 2) if gaps and ok_after else None,
+        sorted({r[4] for r in ok_after}))))
+
+
 def first_change(series: list, since: float, before_value) -> float | None:
     """Seconds from `since` until the series shows a value other than before_value (and not None)."""
     for t, value in series:
@@ -121,6 +149,7 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "sync_converged_after_stop_s": sync.get("converged_after_stop_s"),
         "sync_servers_unreachable_after": sorted(url for url, v in (sync.get("missing_per_server") or {}).items()
                                                  if not isinstance(v, int)),
+        **api_figures(probe.get("api_requests"), fault),
         "probe_errors": probe.get("errors", []),
         "notes": probe.get("notes", []),
     }
@@ -202,7 +231,8 @@ COLUMNS = [
     ("time_to_new_master_s", "new master (s)"), ("redis_acked_writes_lost", "Redis acked writes lost"),
     ("rto_s", "RTO (s)"), ("sync_vip_disconnects", "sync disconnects (VIP)"),
     ("sync_direct_disconnects", "sync disconnects (direct)"), ("sync_back_in_sync_s", "sync back (s)"),
-    ("sync_updates_lost", "sync updates lost"), ("verified", "verified"),
+    ("sync_updates_lost", "sync updates lost"), ("api_failed_requests", "API failed requests (VIP)"),
+    ("api_longest_gap_s", "API longest gap (s)"), ("verified", "verified"),
 ]
 
 
@@ -225,7 +255,9 @@ def markdown(figures: list, meta: dict) -> str:
     lines += ["", "Goals: leader node loss <= 20 s of write unavailability, PostgreSQL crash <= 10 s, planned "
               "switchover 0 failed writes, Redis master loss <= 8 s, lb loss <= 5 s; sync clients: none disconnected "
               "(through the VIP or directly) by a database, Redis or etcd fault, only the killed server's by a sync "
-              "server loss, back within 2 s, and every server serves a new room within 2 s after every drill. "
+              "server loss, back within 2 s, and every server serves a new room within 2 s after every drill; "
+              "API requests through the VIP: none failed, but for an lb loss (longest gap <= 10 s) and an API "
+              "instance loss (failures for at most the health-check detection window, 30 s). "
               "Requirement: failover < 60 s, RTO < 15 min, RPO < 5 min.", ""]
     problems = meta.get("problems") or []
     lines += ["## Checks (playbooks/drill/checks.py)", ""]
@@ -257,6 +289,7 @@ def main() -> int:
         "redis_acked_writes_lost": sum(f["redis_acked_writes_lost"] or 0 for f in figures),
         "sync_updates_lost": sum(f["sync_updates_lost"] or 0 for f in figures),
         "sync_vip_disconnects": {f["drill"]: f["sync_vip_disconnects"] for f in figures},
+        "api_failed_requests": {f["drill"]: f["api_failed_requests"] for f in figures},
     }
     report["problems"] = checks.problems(report)
     report["summary"]["problems"] = len(report["problems"])

@@ -26,6 +26,9 @@ description:
     Sentinels' master alone, and has every sync server UP.
   - C(sync_servers) every sync server's C(/health) answers 200 (it serves) with status C(ok) (its Redis and
     PostgreSQL answer; C(degraded) names the one that does not).
+  - C(api_servers) every RTMX API instance's C(/health) (I(api_health_urls)) answers 200 with status C(ok) (it
+    loaded the RTM database); every HAProxy has every server of I(haproxy_api_backend) UP, as many as
+    I(api_health_urls); C(GET /health) through the VIP (I(api_url)) answers 200.
   - C(etcd) every etcd member's C(/health) says healthy (Patroni's DCS; a lost member
     changes nothing else visible until quorum is lost).
   - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
@@ -114,6 +117,22 @@ options:
     type: list
     elements: str
     default: []
+  api_url:
+    description:
+      - The RTMX dashboard and API through the VIP (C(http://10.0.0.100:80)). Enables C(api_servers), which then
+        asks C(GET /health) through it.
+    type: str
+  api_health_urls:
+    description: The C(/health) URL of every RTMX API instance. Enables C(api_servers).
+    type: list
+    elements: str
+    default: []
+  haproxy_api_backend:
+    description:
+      - HAProxy's API backend; with I(haproxy_stats_urls), C(api_servers) asks every HAProxy that its servers are
+        all UP. An empty string skips that part.
+    type: str
+    default: api_servers
   etcd_urls:
     description: Client URLs of the etcd members (C(http://10.0.0.11:2379)). Enables C(etcd).
     type: list
@@ -181,6 +200,8 @@ EXAMPLES = r'''
     haproxy_stats_urls: [http://10.0.0.31:7000/, http://10.0.0.32:7000/]
     haproxy_stats_password: "{{ haproxy_stats_password }}"
     sync_health_urls: [http://10.0.0.21:8765/health, http://10.0.0.22:8765/health]
+    api_url: http://10.0.0.100:80
+    api_health_urls: [http://10.0.0.21:8000/health, http://10.0.0.22:8000/health]
     etcd_urls: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
     vip_holders: "{{ vip_holders }}"
     wait_timeout: 120
@@ -384,6 +405,43 @@ class Verifier(object):
         self.check('sync_servers', not problems, '; '.join(problems) or
                    '%d sync servers serving, their Redis and PostgreSQL ok' % len(p['sync_health_urls']))
 
+    def get(self, url):
+        """(status, body) of a GET; status None and the reason as body when the URL does not answer."""
+        p = self.p
+        try:
+            answer = open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], ca_path=p['ca_path'])
+            return answer.getcode(), answer.read()
+        except HTTPError as exc:
+            return exc.code, exc.read()
+        except (URLError, OSError, ValueError) as exc:
+            return None, str(getattr(exc, 'reason', exc))
+
+    def api_servers(self):
+        p = self.p
+        problems = []
+        for url in p['api_health_urls']:
+            status, body = self.get(url)
+            problems.extend(api_health_problems(url, status, body))
+        if p['haproxy_stats_urls'] and p['haproxy_api_backend']:
+            pages = self.report.get('haproxy')
+            if pages is None:
+                pages = routing_problems(p['haproxy_stats_urls'], p['haproxy_stats_username'],
+                                         p['haproxy_stats_password'], p['timeout'], [])[1]
+            for url in p['haproxy_stats_urls']:
+                if url not in pages:
+                    problems.append('%s: statistics unreadable' % url)
+                    continue
+                problems.extend('%s: %s' % (url, problem) for problem in api_backend_problems(
+                    pages[url], p['haproxy_api_backend'], len(p['api_health_urls']) or None))
+        if p['api_url']:
+            url = p['api_url'].rstrip('/') + '/health'
+            status, body = self.get(url)
+            problems.extend('through the VIP: %s' % problem for problem in api_health_problems(url, status, body))
+        self.check('api_servers', not problems, '; '.join(problems) or
+                   '%d API instances serving%s%s' % (
+                       len(p['api_health_urls']), ', all UP in HAProxy' if p['haproxy_stats_urls'] else '',
+                       ', /health through %s answers 200' % p['api_url'] if p['api_url'] else ''))
+
     def etcd(self):
         p = self.p
         problems = []
@@ -417,6 +475,8 @@ class Verifier(object):
             self.haproxy(info, redis_state)
         if p['sync_health_urls']:
             self.sync_servers()
+        if p['api_url'] or p['api_health_urls']:
+            self.api_servers()
         if p['etcd_urls']:
             self.etcd()
         if p['vip_holders'] is not None:
@@ -437,6 +497,35 @@ def sync_health_problems(url, status, body):
         failing = dict((k, v) for k, v in (health.get('checks') or {}).items() if v != 'ok')
         return ['%s is %s: %s' % (url, health.get('status'), failing or health)]
     return []
+
+
+def api_health_problems(url, status, body):
+    """An API instance's /health (or the VIP's): 200 with status ok while it serves (it loaded the RTM
+    database); 503 with the reason otherwise; None when it did not answer (body says why)."""
+    if status is None:
+        return ['%s unreachable: %s' % (url, body)]
+    try:
+        health = json.loads(body or b'{}')
+    except ValueError:
+        health = {}
+    if not isinstance(health, dict):
+        health = {}
+    if status != 200 or health.get('status') != 'ok':
+        return ['%s answered HTTP %s (%s)' % (url, status, health.get('reason') or health.get('status') or 'no JSON body')]
+    return []
+
+
+def api_backend_problems(stats, backend, expected=None):
+    """HAProxy's API backend on one lb: present, every server UP, and `expected` servers when given."""
+    if backend not in stats:
+        return ['backend %s is missing (known: %s)' % (backend, ', '.join(sorted(stats)))]
+    problems = []
+    down = down_servers(stats, backend)
+    if down:
+        problems.append('API instances not UP: %s' % ', '.join('%s (%s)' % i for i in sorted(down.items())))
+    if expected is not None and len(stats[backend]) != expected:
+        problems.append('backend %s has %d servers, %d API instances expected' % (backend, len(stats[backend]), expected))
+    return problems
 
 
 def argument_spec():
@@ -461,6 +550,9 @@ def argument_spec():
         haproxy_redis_backend=dict(type='str', default='redis'),
         haproxy_sync_backend=dict(type='str', default='sync_servers'),
         sync_health_urls=dict(type='list', elements='str', default=[]),
+        api_url=dict(type='str'),
+        api_health_urls=dict(type='list', elements='str', default=[]),
+        haproxy_api_backend=dict(type='str', default='api_servers'),
         etcd_urls=dict(type='list', elements='str', default=[]),
         vip_holders=dict(type='list', elements='str'),
         # One timeout for every call: 5 s, as for Patroni (the Sentinel options alone default to 3).
@@ -498,7 +590,8 @@ def main():
         failed = verifier.run_once()
         if not verifier.checks:
             module.fail_json(msg='nothing to verify: give at least one of patroni_urls, pg_host, sentinels, '
-                                 'haproxy_stats_urls, sync_health_urls, etcd_urls, vip_holders')
+                                 'haproxy_stats_urls, sync_health_urls, api_url, api_health_urls, etcd_urls, '
+                                 'vip_holders')
         if not failed or watch.lap() >= module.params['wait_timeout']:
             break
         time.sleep(1)

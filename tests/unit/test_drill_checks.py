@@ -143,3 +143,64 @@ def test_the_probe_takes_the_leader_a_majority_of_members_name():
     assert majority_leader(["pg1", None, None], 3) is None  # one member is no majority
     assert majority_leader([None, "pg2", "pg2"], 3) == "pg2"  # the dead leader does not answer
     assert majority_leader(["pg1", "pg2", None], 3) is None
+
+
+def api_figures(name="leader_node_loss", **api):
+    """figures() with the API probe: `api` goes to test_drill_report.api_requests()."""
+    from test_drill_report import api_requests
+
+    return figures(name, api_requests=api_requests(**api))
+
+
+def test_no_api_tier_no_api_check():
+    assert not [p for p in problems(figures()) if "API" in p]
+
+
+def test_api_requests_answered_throughout_pass():
+    assert problems(api_figures()) == []
+
+
+def test_a_failed_api_request_fails_a_drill_that_hit_neither_an_api_instance_nor_an_lb():
+    found = problems(api_figures(outages=[(20.0, 20.2)]))
+    assert any(re.search(r"2 API requests through the VIP failed .* although no API instance or lb was hit", p)
+               for p in found), found
+
+
+def test_an_api_probe_that_asked_nothing_fails():
+    found = problems(figures(api_requests=[]))
+    assert any("API probe sent 0 requests" in p for p in found), found
+
+
+def test_api_server_loss_may_fail_requests_only_within_the_detection_window():
+    assert [p for p in problems(api_figures("api_server_loss", outages=[(20.0, 45.0)])) if "API" in p] == []
+    found = problems(api_figures("api_server_loss", outages=[(12.0, 45.0)]))
+    assert any(f"at most the health-check detection window, {checks.API_DETECTION_WINDOW_S} s" in p
+               for p in found), found
+    # Never answered again: no window at all is a failure too.
+    assert any("failed for None s" in p for p in problems(api_figures("api_server_loss", outages=[(20.0, 60.0)])))
+
+
+def test_api_server_loss_keeps_every_other_expectation():
+    assert checks.EXPECTATIONS["api_server_loss"]["sync_disconnects"] == 0
+    assert checks.API_DETECTION_WINDOW_S == 30  # REQ-DEPLOY-005: API checked every 10 s, unhealthy after 3
+
+
+def test_lb_loss_bounds_the_api_gap_like_the_sync_clients_vip_back_time():
+    assert [p for p in problems(api_figures("lb_vip_loss", outages=[(20.0, 27.0)])) if "API" in p] == []
+    found = problems(api_figures("lb_vip_loss", outages=[(20.0, 32.0)]))
+    assert any(f"at most {checks.SYNC_VIP_MOVE_BACK_MAX_S} s" in p and "API answers" in p for p in found), found
+
+
+def test_chaos_series_do_not_draw_the_new_drill():
+    assert list(checks.EXPECTATIONS)[-1] == "api_server_loss"
+    assert checks.CHAOS_EXCLUDED == ("api_server_loss",)
+
+
+def test_the_playbook_catalogues_match_the_expectations():
+    import yaml
+
+    play = yaml.safe_load((ROOT / "playbooks" / "failover-drill.yml").read_text())[0]["vars"]
+    assert play["drill_catalog"] == list(checks.EXPECTATIONS)
+    assert play["drill_chaos_catalog"] == [d for d in checks.EXPECTATIONS if d not in checks.CHAOS_EXCLUDED]
+    assert set(play["drill_hold"]) <= set(checks.EXPECTATIONS) and "api_server_loss" in play["drill_hold"]
+    assert play["drill_hold"]["api_server_loss"] > checks.API_DETECTION_WINDOW_S

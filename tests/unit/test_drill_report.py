@@ -101,3 +101,58 @@ def test_report_files(tmp_path):
 
 def test_no_writes_after_the_fault_is_no_window():
     assert report.unavailability(writes([], until=5.0), T0 + 10)["window_s"] is None
+
+
+def api_requests(outages=(), slow=(), until=60.0, step=0.125):
+    """GET /api/status through the VIP every `step` s; those starting inside an outage fail, inside a slow
+    spell (start, end, seconds) they take that long; instances in turn."""
+    out, t, n = [], 0.0, 0
+    while t < until:
+        n += 1
+        ok = not any(a <= t < b for a, b in outages)
+        took = next((s for a, b, s in slow if a <= t < b), 0.01)
+        out.append([T0 + t, T0 + t + took, ok, 200 if ok else 503, f"sync{n % 3 + 1}" if ok else "HTTP 503"])
+        t += step
+    return out
+
+
+def test_api_figures_without_an_api_probe_are_none():
+    figures = report.drill_figures(drill(), probe())
+    assert figures["api_requests"] is None and figures["api_failed_requests"] is None
+    assert figures["api_longest_gap_s"] is None
+
+
+def test_api_figures_count_failures_window_and_longest_gap_after_the_fault():
+    observed = dict(probe(), api_requests=api_requests(outages=[(20.0, 23.0)], slow=[(30.0, 30.1, 1.5)]))
+    figures = report.drill_figures(drill(), observed)  # fault at T0 + 10
+    assert figures["api_requests"] == 480
+    assert figures["api_failed_requests"] == 24  # 3 s at 8 a second
+    assert 2.9 <= figures["api_failure_window_s"] <= 3.2
+    assert 3.0 <= figures["api_longest_gap_s"] <= 3.2  # the outage; the one slow answer (1.5 s) is shorter
+    assert figures["api_served_by"] == ["sync1", "sync2", "sync3"]
+
+
+def test_api_never_answering_again_has_no_window():
+    observed = dict(probe(), api_requests=api_requests(outages=[(20.0, 60.0)]))
+    figures = report.drill_figures(drill(), observed)
+    assert figures["api_failure_window_s"] is None
+
+
+def test_api_requests_before_the_fault_do_not_count():
+    observed = dict(probe(), api_requests=api_requests(outages=[(2.0, 5.0)]))
+    figures = report.drill_figures(drill(), observed)
+    assert figures["api_failed_requests"] == 0 and figures["api_failure_window_s"] == 0.0
+    assert figures["api_longest_gap_s"] < 0.2
+
+
+def test_report_table_has_the_api_columns(tmp_path):
+    observed = dict(probe(pg_outages=[(12.0, 14.0)], leader_change=14), api_requests=api_requests())
+    (tmp_path / "p.json").write_text(json.dumps(observed))
+    run = {"run": "20261127T000000Z", "inventory": "lab", "seed": None,
+           "drills": [dict(drill(), probe_file=str(tmp_path / "p.json"))]}
+    (tmp_path / "drills.json").write_text(json.dumps(run))
+    out = subprocess.run([sys.executable, str(REPORT), str(tmp_path / "drills.json"), str(tmp_path / "out")],
+                         check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["api_failed_requests"] == {"leader_node_loss": 0}
+    table = (tmp_path / "out" / "report.md").read_text()
+    assert "API failed requests (VIP)" in table and "API longest gap (s)" in table
