@@ -12,7 +12,7 @@ repo=${RTMX_NODE_IMAGE_REPO:-rtmx-ha-node}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 buildlog=/var/tmp/rtmx-node-image.log
 
-hash=$(cat "$ctx/Dockerfile" "$ctx/packages.txt" "$here/scripts/node-image.sh" | sha256sum | cut -c1-12)
+hash=$(cat "$ctx/Dockerfile" "$ctx/packages.txt" "$ctx/disabled-services.txt" "$here/scripts/node-image.sh" | sha256sum | cut -c1-12)
 image="$repo:$hash"
 
 log() { printf 'node-image: %s\n' "$*" >&2; }
@@ -45,6 +45,8 @@ build_debootstrap() {
   log "installing $(packages | wc -l) packages"
   chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends $(packages) >>"$buildlog" 2>&1
+  # shellcheck disable=SC2046
+  chroot "$root" systemctl disable $(grep -v '^#' "$ctx/disabled-services.txt" | grep -v '^$') >>"$buildlog" 2>&1
   chroot "$root" apt-get clean
   rm -f "$root/usr/sbin/policy-rc.d"
   rm -rf "$root"/var/lib/apt/lists/* "$root"/tmp/*

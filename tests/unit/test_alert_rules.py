@@ -82,16 +82,24 @@ def test_alerts_have_severity_summary_and_runbook():
 
 def test_every_runbook_url_points_at_a_runbook_section():
     anchors = runbook_anchors()
-    broken = [rule["annotations"]["runbook_url"] for rule in alerts()
-              if rule["annotations"]["runbook_url"][len(RUNBOOK_URL):] not in anchors]
+    broken = [
+        rule["annotations"]["runbook_url"]
+        for rule in alerts()
+        if rule["annotations"]["runbook_url"][len(RUNBOOK_URL) :] not in anchors
+    ]
     assert broken == []
 
 
 def test_the_requirements_alerts_exist_with_their_severity():
     severity = {rule["alert"]: rule["labels"]["severity"] for rule in alerts()}
-    expected = {"RtmxHighErrorRate": "critical", "RtmxReplicationLag": "warning",
-                "RtmxConnectionPoolExhausted": "warning", "RtmxPatroniFailover": "critical",
-                "RtmxRedisMasterChanged": "critical", "RtmxVipMoved": "critical"}
+    expected = {
+        "RtmxHighErrorRate": "critical",
+        "RtmxReplicationLag": "warning",
+        "RtmxConnectionPoolExhausted": "warning",
+        "RtmxPatroniFailover": "critical",
+        "RtmxRedisMasterChanged": "critical",
+        "RtmxVipMoved": "critical",
+    }
     assert {name: severity.get(name) for name in expected} == expected
 
 
@@ -106,6 +114,8 @@ def test_rules_read_only_exported_or_recorded_series():
 
 
 def test_series_names_of_an_expression():
-    expr = ('sum by (proxy) (rate(haproxy_frontend_http_responses_total{code="5xx"}[5m])) '
-            '/ on (instance) group_left() (up{job="x"} > 0) or vector(0) and rtmx:a:b offset 5m')
+    expr = (
+        'sum by (proxy) (rate(haproxy_frontend_http_responses_total{code="5xx"}[5m])) '
+        '/ on (instance) group_left() (up{job="x"} > 0) or vector(0) and rtmx:a:b offset 5m'
+    )
     assert series_names(expr) == {"haproxy_frontend_http_responses_total", "up", "rtmx:a:b"}
