@@ -1,0 +1,236 @@
+"""The monitoring roles' configuration as they write it: prometheus.yml (every
+job, target and port derived from the inventory and the roles' defaults, valid
+for promtool), alertmanager.yml (routes by severity to every kind of receiver,
+valid for amtool check-config) and the blackbox exporter's modules.
+
+The real templates are rendered by ansible-playbook on localhost with each
+role's defaults and vars and a fake inventory of the lab's shape, like
+test_haproxy_health_checks.py does for haproxy.cfg.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from promql_names import ROOT
+
+ADDRESSES = [
+    ("pg1", "10.0.0.11"),
+    ("pg2", "10.0.0.12"),
+    ("pg3", "10.0.0.13"),
+    ("sync1", "10.0.0.21"),
+    ("sync2", "10.0.0.22"),
+    ("sync3", "10.0.0.23"),
+    ("lb1", "10.0.0.31"),
+    ("lb2", "10.0.0.32"),
+    ("mon1", "10.0.0.41"),
+]
+INVENTORY = {
+    "all": {
+        "hosts": {
+            name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "rtmx_address": address}
+            for name, address in ADDRESSES
+        },
+        "vars": {"rtmx_vip": "10.0.0.100"},
+        "children": {
+            "etcd": {"hosts": {"pg1": {}, "pg2": {}, "pg3": {}}},
+            "postgres": {"hosts": {"pg1": {}, "pg2": {}, "pg3": {}}},
+            "redis": {"hosts": {"pg1": {}, "pg2": {}, "pg3": {}}},
+            "redis_sentinel": {"hosts": {"pg1": {}, "pg2": {}, "pg3": {}}},
+            "sync_server": {"hosts": {"sync1": {}, "sync2": {}, "sync3": {}}},
+            "api": {"hosts": {"sync1": {}, "sync2": {}, "sync3": {}}},
+            "lb": {"hosts": {"lb1": {}, "lb2": {}}},
+            "monitoring": {"hosts": {"mon1": {}}},
+        },
+    }
+}
+SECRETS = {
+    name: name[:1] * 24
+    for name in (
+        "prometheus_admin_password",
+        "prometheus_scrape_password",
+        "alertmanager_admin_password",
+        "alertmanager_alert_receiver_password",
+        "blackbox_exporter_redis_password",
+    )
+}
+PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
+
+
+def render(tmp_path, role, template, extra_vars=None, host="mon1", inventory=INVENTORY):
+    """One template of a role as the role writes it on `host` (passwords given: nothing is generated)."""
+    out = tmp_path / template.removesuffix(".j2")
+    path = ROOT / "roles" / role
+    play = [
+        {
+            "name": "render",
+            "hosts": host,
+            "gather_facts": False,
+            "vars_files": [str(path / "defaults" / "main.yml"), str(path / "vars" / "main.yml")],
+            "tasks": [
+                {
+                    "name": "render",
+                    "ansible.builtin.template": {
+                        "src": str(path / "templates" / template),
+                        "dest": str(out),
+                        "mode": "0600",
+                    },
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "hosts.json").write_text(json.dumps(inventory))
+    given = {**SECRETS, "role_path": str(path), **(extra_vars or {})}
+    cli = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    run = subprocess.run(
+        [cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out
+
+
+def jobs(config):
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def targets(job):
+    return {(group["labels"].get("instance"), target) for group in job["static_configs"] for target in group["targets"]}
+
+
+def test_prometheus_scrapes_every_exporter_of_every_host_on_its_roles_port(tmp_path):
+    config = yaml.safe_load(render(tmp_path, "prometheus", "prometheus.yml.j2").read_text())
+    by_name = jobs(config)
+    pg = [("pg1", "10.0.0.11"), ("pg2", "10.0.0.12"), ("pg3", "10.0.0.13")]
+    assert targets(by_name["node"]) == {(name, "%s:9100" % address) for name, address in ADDRESSES}
+    assert targets(by_name["postgres"]) == {(name, "%s:9187" % address) for name, address in pg}
+    assert targets(by_name["patroni"]) == {(name, "%s:8008" % address) for name, address in pg}
+    assert targets(by_name["etcd"]) == {(name, "%s:2379" % address) for name, address in pg}
+    assert targets(by_name["redis"]) == {(name, "%s:9121" % address) for name, address in pg}
+    assert targets(by_name["sentinel"]) == {(name, "%s:9122" % address) for name, address in pg}
+    assert targets(by_name["pgbouncer"]) == {("lb1", "10.0.0.31:9127"), ("lb2", "10.0.0.32:9127")}
+    assert targets(by_name["haproxy"]) == {("lb1", "10.0.0.31:8404"), ("lb2", "10.0.0.32:8404")}
+    assert targets(by_name["sync"]) == {
+        ("sync1", "10.0.0.21:8765"),
+        ("sync2", "10.0.0.22:8765"),
+        ("sync3", "10.0.0.23:8765"),
+    }
+    assert targets(by_name["alertmanager"]) == {("mon1", "10.0.0.41:9093")}
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.0.0.41:9093"]
+    # Exporters that ask for a password get the scrape user; Patroni's open GETs get no secret.
+    assert by_name["node"]["basic_auth"]["username"] == "prometheus"
+    assert "basic_auth" not in by_name["patroni"]
+
+
+def test_prometheus_probes_what_users_use_through_the_vip(tmp_path):
+    by_name = jobs(yaml.safe_load(render(tmp_path, "prometheus", "prometheus.yml.j2").read_text()))
+    probes = {
+        (job, group["labels"]["service"], group["labels"]["path"], target)
+        for job in ("probe_tcp", "probe_redis", "probe_http")
+        for group in by_name[job]["static_configs"]
+        for target in group["targets"]
+    }
+    assert {p for p in probes if p[2] == "vip"} == {
+        ("probe_tcp", "postgres_rw", "vip", "10.0.0.100:6432"),
+        ("probe_tcp", "postgres_ro", "vip", "10.0.0.100:5001"),
+        ("probe_redis", "redis", "vip", "10.0.0.100:6379"),
+        ("probe_http", "sync", "vip", "http://10.0.0.100:8080/health"),
+        ("probe_http", "api", "vip", "http://10.0.0.100:80/health"),
+    }
+    assert ("probe_http", "sync", "direct", "http://10.0.0.22:8765/health") in probes
+    assert ("probe_http", "api", "direct", "http://10.0.0.23:8000/health") in probes
+    assert by_name["probe_http"]["params"] == {"module": ["http_health"]}
+
+
+def test_prometheus_follows_a_hosts_own_port(tmp_path):
+    inventory = json.loads(json.dumps(INVENTORY))
+    inventory["all"]["hosts"]["lb2"]["haproxy_metrics_port"] = 9404
+    by_name = jobs(yaml.safe_load(render(tmp_path, "prometheus", "prometheus.yml.j2", inventory=inventory).read_text()))
+    assert ("lb2", "10.0.0.32:9404") in targets(by_name["haproxy"])
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not found: `make packages` installs Debian's prometheus")
+def test_prometheus_configuration_is_valid_for_promtool(tmp_path):
+    path = render(tmp_path, "prometheus", "prometheus.yml.j2")
+    run = subprocess.run([PROMTOOL, "check", "config", "--syntax-only", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def alertmanager(tmp_path, **extra):
+    return render(tmp_path, "alertmanager", "alertmanager.yml.j2", extra_vars=extra)
+
+
+EVERY_KIND = {
+    "alertmanager_smtp_smarthost": "smtp.example.com:587",
+    "alertmanager_smtp_auth_username": "alerts",
+    "alertmanager_smtp_auth_password": "mail-password",
+    "alertmanager_critical_receiver": {
+        "email_to": ["oncall@example.com"],
+        "webhook_urls": ["https://chat.example.com/hook"],
+        "pagerduty_routing_key": "0123456789abcdef0123456789abcdef",
+        "opsgenie_api_key": "opsgenie-key",
+    },
+    "alertmanager_warning_receiver": {"email_to": ["ops@example.com"]},
+    "alert_receiver_enabled": True,
+}
+
+
+@pytest.mark.skipif(
+    AMTOOL is None, reason="amtool not found: `make packages` installs Debian's prometheus-alertmanager"
+)
+@pytest.mark.parametrize("extra", [EVERY_KIND, {"alert_receiver_enabled": True}, {}], ids=["every-kind", "lab", "none"])
+def test_alertmanager_configuration_is_valid_for_amtool(tmp_path, extra):
+    path = alertmanager(tmp_path, **extra)
+    run = subprocess.run([AMTOOL, "check-config", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_alertmanager_routes_each_severity_to_its_receiver(tmp_path):
+    config = yaml.safe_load(alertmanager(tmp_path, **EVERY_KIND).read_text())
+    routes = {tuple(route["matchers"]): route["receiver"] for route in config["route"]["routes"]}
+    assert routes == {('severity="critical"',): "critical", ('severity="warning"',): "warning"}
+    receivers = {receiver["name"]: receiver for receiver in config["receivers"]}
+    critical = receivers["critical"]
+    assert critical["email_configs"][0]["to"] == "oncall@example.com"
+    assert critical["pagerduty_configs"][0]["routing_key"] == "0123456789abcdef0123456789abcdef"
+    assert critical["opsgenie_configs"][0]["priority"] == "P1"
+    urls = [hook["url"] for hook in critical["webhook_configs"]]
+    assert urls == ["https://chat.example.com/hook", "http://10.0.0.41:9095/alerts"]
+    assert all(hook["send_resolved"] for hook in critical["webhook_configs"])
+    assert [hook["url"] for hook in receivers["warning"]["webhook_configs"]] == ["http://10.0.0.41:9095/alerts"]
+    assert config["global"]["smtp_smarthost"] == "smtp.example.com:587"
+
+
+def test_alertmanager_inhibits_only_alerts_that_exist(tmp_path):
+    from promql_names import load_rules
+
+    names = {rule["alert"] for _, rule in load_rules() if "alert" in rule}
+    config = yaml.safe_load(alertmanager(tmp_path, alert_receiver_enabled=True).read_text())
+    for rule in config["inhibit_rules"]:
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            if matcher.startswith("alertname"):
+                pattern = matcher.split("=", 1)[1].lstrip("~").strip('"')
+                assert set(pattern.split("|")) <= names, matcher
+
+
+def test_blackbox_redis_probe_logs_in_as_the_exporters_acl_user(tmp_path):
+    config = yaml.safe_load(render(tmp_path, "blackbox_exporter", "blackbox.yml.j2").read_text())
+    steps = config["modules"]["redis_master"]["tcp"]["query_response"]
+    assert steps[0] == {"send": "AUTH redis_exporter " + SECRETS["blackbox_exporter_redis_password"]}
+    assert {"expect": "^role:master"} in steps
+    assert set(config["modules"]) == {"tcp_connect", "redis_master", "http_health"}
