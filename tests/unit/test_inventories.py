@@ -44,7 +44,7 @@ def test_lab_addresses_are_unique_and_inside_the_lab_subnet():
                           "ansible.builtin.debug", "-a", "msg={{ rtmx_address }},{{ rtmx_vip }},{{ rtmx_lab_subnet }}",
                           "-o"], check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
     rows = [line.split('"msg": "')[1].split('"')[0].split(",") for line in out.splitlines() if '"msg"' in line]
-    assert len(rows) == 8
+    assert len(rows) == 9  # 8 nodes of the stack and mon1
     addresses = [row[0] for row in rows]
     vip, subnet = rows[0][1], ipaddress.ip_network(rows[0][2])
     assert len(set(addresses)) == len(addresses)
