@@ -32,6 +32,9 @@ description:
   - C(etcd) every etcd member's C(/health) says healthy (Patroni's DCS; a lost member
     changes nothing else visible until quorum is lost).
   - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
+  - C(monitoring) every scrape target of Prometheus (I(prometheus_url)) is up and no critical alert fires,
+    besides I(monitoring_ignore_alerts) (the alerts that report a failover that already happened); firing
+    warnings are listed in the detail without failing the check.
   - With I(wait_timeout), repeats until all checks pass or the time is up, so it also measures
     how long the stack takes to be whole again after a fault.
 options:
@@ -144,6 +147,25 @@ options:
         C(ip -o addr show to VIP)). Enables C(vip).
     type: list
     elements: str
+  prometheus_url:
+    description:
+      - Base URL of Prometheus (rtmx.ha.prometheus, for example C(http://10.0.0.41:9090)). Enables C(monitoring),
+        which reads C(/api/v1/targets) and C(/api/v1/alerts).
+    type: str
+  prometheus_username:
+    description: User of Prometheus' basic authentication.
+    type: str
+    default: admin
+  prometheus_password:
+    description: Password of I(prometheus_username) (C(monitoring_admin_password) of the collection's secrets).
+    type: str
+  monitoring_ignore_alerts:
+    description:
+      - Critical alerts that do not fail C(monitoring). By default the ones that announce a failover that already
+        happened (they fire for 5 minutes after it, whatever the state of the stack now).
+    type: list
+    elements: str
+    default: [RtmxPatroniFailover, RtmxRedisMasterChanged, RtmxVipMoved]
   timeout:
     description: Seconds to wait for each call.
     type: int
@@ -203,6 +225,8 @@ EXAMPLES = r'''
     api_url: http://10.0.0.100:80
     api_health_urls: [http://10.0.0.21:8000/health, http://10.0.0.22:8000/health]
     etcd_urls: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
+    prometheus_url: http://10.0.0.41:9090
+    prometheus_password: "{{ monitoring_admin_password }}"
     vip_holders: "{{ vip_holders }}"
     wait_timeout: 120
   delegate_to: localhost
@@ -225,6 +249,7 @@ checks:
     - {name: patroni_leader, ok: true, detail: pg2 leads on timeline 4}
     - {name: etcd, ok: true, detail: 3 etcd members healthy}
     - {name: vip, ok: false, detail: '2 lbs hold the VIP: lb1, lb2'}
+    - {name: monitoring, ok: true, detail: 'every target of 41 up, no critical alert firing'}
 failed_checks:
   description: Names of the checks that failed.
   returned: always
@@ -459,6 +484,28 @@ class Verifier(object):
                 problems.append('%s reports health=%s' % (url, health))
         self.check('etcd', not problems, '; '.join(problems) or '%d etcd members healthy' % len(p['etcd_urls']))
 
+    def monitoring(self):
+        p = self.p
+        base = p['prometheus_url'].rstrip('/')
+        answers = {}
+        for what in ('targets', 'alerts'):
+            url = '%s/api/v1/%s' % (base, what + ('?state=active' if what == 'targets' else ''))
+            try:
+                answer = open_url(url, timeout=p['timeout'], validate_certs=p['validate_certs'], ca_path=p['ca_path'],
+                                  url_username=p['prometheus_username'], url_password=p['prometheus_password'],
+                                  force_basic_auth=bool(p['prometheus_password']))
+                answers[what] = json.loads(answer.read().decode('utf-8'))
+            except HTTPError as exc:
+                self.check('monitoring', False, '%s answered HTTP %s' % (url, exc.code))
+                return
+            except (URLError, OSError, ValueError) as exc:
+                self.check('monitoring', False, '%s unreachable: %s' % (url, getattr(exc, 'reason', exc)))
+                return
+        problems, detail, report = monitoring_problems(answers['targets'], answers['alerts'],
+                                                       p['monitoring_ignore_alerts'])
+        self.report['monitoring'] = report
+        self.check('monitoring', not problems, '; '.join(problems) or detail)
+
     def vip(self):
         holders = self.p['vip_holders']
         self.check('vip', len(holders) == 1, '%d lbs hold the VIP%s' % (
@@ -481,6 +528,8 @@ class Verifier(object):
             self.etcd()
         if p['vip_holders'] is not None:
             self.vip()
+        if p['prometheus_url']:
+            self.monitoring()
         return [c['name'] for c in self.checks if not c['ok']]
 
 
@@ -528,6 +577,41 @@ def api_backend_problems(stats, backend, expected=None):
     return problems
 
 
+def monitoring_problems(targets, alerts, ignore=()):
+    """What Prometheus' /api/v1/targets and /api/v1/alerts answers say is wrong: a scrape target not up, a
+    critical alert firing (besides `ignore`). Returns (problems, detail when there is none, report)."""
+    active = (targets.get('data') or {}).get('activeTargets') or []
+    down = []
+    for target in active:
+        if target.get('health') != 'up':
+            labels = target.get('labels') or {}
+            down.append('%s/%s %s%s' % (labels.get('job', '?'), labels.get('instance', target.get('scrapeUrl', '?')),
+                                        target.get('health', 'unknown'),
+                                        (' (%s)' % target['lastError']) if target.get('lastError') else ''))
+    firing = [alert for alert in (alerts.get('data') or {}).get('alerts') or [] if alert.get('state') == 'firing']
+
+    def name(alert):
+        labels = alert.get('labels') or {}
+        where = labels.get('instance') or labels.get('proxy') or labels.get('scope') or labels.get('service')
+        return labels.get('alertname', '?') + ('(%s)' % where if where else '')
+
+    critical = [alert for alert in firing if (alert.get('labels') or {}).get('severity') == 'critical']
+    paging = [alert for alert in critical if (alert.get('labels') or {}).get('alertname') not in ignore]
+    others = [alert for alert in firing if alert not in paging]
+    problems = []
+    if not active:
+        problems.append('Prometheus has no active scrape target')
+    if down:
+        problems.append('%d of %d targets not up: %s' % (len(down), len(active), ', '.join(sorted(down))))
+    if paging:
+        problems.append('critical alerts firing: %s' % ', '.join(sorted(name(alert) for alert in paging)))
+    detail = 'every target of %d up, no critical alert firing' % len(active)
+    if others:
+        detail += ' (also firing: %s)' % ', '.join(sorted(name(alert) for alert in others))
+    report = {'targets': len(active), 'down': sorted(down), 'firing': sorted(name(alert) for alert in firing)}
+    return problems, detail, report
+
+
 def argument_spec():
     # The access options of the other modules, with nothing required: each group of checks runs
     # only when its inputs are given.
@@ -555,6 +639,11 @@ def argument_spec():
         haproxy_api_backend=dict(type='str', default='api_servers'),
         etcd_urls=dict(type='list', elements='str', default=[]),
         vip_holders=dict(type='list', elements='str'),
+        prometheus_url=dict(type='str'),
+        prometheus_username=dict(type='str', default='admin'),
+        prometheus_password=dict(type='str', no_log=True),
+        monitoring_ignore_alerts=dict(type='list', elements='str',
+                                      default=['RtmxPatroniFailover', 'RtmxRedisMasterChanged', 'RtmxVipMoved']),
         # One timeout for every call: 5 s, as for Patroni (the Sentinel options alone default to 3).
         timeout=dict(type='int', default=5),
         wait_timeout=dict(type='int', default=0),
@@ -591,7 +680,7 @@ def main():
         if not verifier.checks:
             module.fail_json(msg='nothing to verify: give at least one of patroni_urls, pg_host, sentinels, '
                                  'haproxy_stats_urls, sync_health_urls, api_url, api_health_urls, etcd_urls, '
-                                 'vip_holders')
+                                 'vip_holders, prometheus_url')
         if not failed or watch.lap() >= module.params['wait_timeout']:
             break
         time.sleep(1)
