@@ -217,5 +217,7 @@ def redis_master(nodes) -> str:
 
 def pytest_collection_modifyitems(items):
     """Drills kill nodes: they run after every other test, then what checks the stack after them
-    (`after_drills` in the file name); stable order otherwise."""
-    items.sort(key=lambda item: 2 if "after_drills" in item.nodeid else 1 if "drill" in item.nodeid else 0)
+    (`after_drills` in the file name); the monitoring tests run first, while the stack is as converge
+    left it (their quiet window must follow converge, not a test's switchover); stable order otherwise."""
+    items.sort(key=lambda item: (2 if "after_drills" in item.nodeid else 1 if "drill" in item.nodeid
+                                 else -1 if "test_monitoring.py" in item.nodeid else 0))
