@@ -234,3 +234,32 @@ def test_blackbox_redis_probe_logs_in_as_the_exporters_acl_user(tmp_path):
     assert steps[0] == {"send": "AUTH redis_exporter " + SECRETS["blackbox_exporter_redis_password"]}
     assert {"expect": "^role:master"} in steps
     assert set(config["modules"]) == {"tcp_connect", "redis_master", "http_health"}
+
+
+ROLES = ["node_exporter", "postgres_exporter", "redis_exporter", "pgbouncer_exporter", "blackbox_exporter",
+         "prometheus", "alertmanager", "alert_receiver"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_defaults_pass_its_argument_spec(tmp_path, role):
+    """Each documented option has the type of its default (Ansible validates them before the role runs),
+    and every default is documented."""
+    path = ROOT / "roles" / role
+    spec = yaml.safe_load((path / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((path / "defaults" / "main.yml").read_text())
+    assert set(defaults) <= set(spec), sorted(set(defaults) - set(spec))
+    names = [name for name in spec if not name.startswith("rtmx_")]
+    play = [{"name": "validate", "hosts": "mon1", "gather_facts": False,
+             "vars_files": [str(path / "defaults" / "main.yml"), str(path / "vars" / "main.yml")],
+             "tasks": [{"name": "validate", "ansible.builtin.validate_argument_spec": {
+                 "argument_spec": spec,
+                 "provided_arguments": "{{ dict(%s | zip(query('ansible.builtin.vars', *%s))) }}" % (names, names)}}]}]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "hosts.json").write_text(json.dumps(INVENTORY))
+    cli = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1")
+    given = {"rtmx_secrets_dir": str(tmp_path / "secrets"), "role_path": str(path)}
+    run = subprocess.run([cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
