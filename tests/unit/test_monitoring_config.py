@@ -263,3 +263,16 @@ def test_role_defaults_pass_its_argument_spec(tmp_path, role):
     run = subprocess.run([cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("host, units", [
+    ("pg1", "etcd|patroni|redis-server|redis-sentinel"), ("lb1", "haproxy|pgbouncer|keepalived"),
+    ("sync1", "rtmx-sync|rtmx-api"),
+    ("mon1", "prometheus|prometheus-alertmanager|prometheus-blackbox-exporter|rtmx-alert-receiver"),
+])
+def test_each_host_exports_the_state_of_its_own_services_only(tmp_path, host, units):
+    """A package installed but unused on a host (the lab image has them all) must not read as a service down."""
+    args = render(tmp_path, "node_exporter", "prometheus-node-exporter.default.j2", host=host,
+                  extra_vars={"alert_receiver_enabled": True, "node_exporter_scrape_password": "x" * 20}).read_text()
+    assert f"--collector.systemd.unit-include=({units}).service" in args.split()
+    assert "--web.listen-address=%s:9100" % dict(ADDRESSES)[host] in args
