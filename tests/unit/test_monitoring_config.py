@@ -236,8 +236,16 @@ def test_blackbox_redis_probe_logs_in_as_the_exporters_acl_user(tmp_path):
     assert set(config["modules"]) == {"tcp_connect", "redis_master", "http_health"}
 
 
-ROLES = ["node_exporter", "postgres_exporter", "redis_exporter", "pgbouncer_exporter", "blackbox_exporter",
-         "prometheus", "alertmanager", "alert_receiver"]
+ROLES = [
+    "node_exporter",
+    "postgres_exporter",
+    "redis_exporter",
+    "pgbouncer_exporter",
+    "blackbox_exporter",
+    "prometheus",
+    "alertmanager",
+    "alert_receiver",
+]
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -249,30 +257,98 @@ def test_role_defaults_pass_its_argument_spec(tmp_path, role):
     defaults = yaml.safe_load((path / "defaults" / "main.yml").read_text())
     assert set(defaults) <= set(spec), sorted(set(defaults) - set(spec))
     names = [name for name in spec if not name.startswith("rtmx_")]
-    play = [{"name": "validate", "hosts": "mon1", "gather_facts": False,
-             "vars_files": [str(path / "defaults" / "main.yml"), str(path / "vars" / "main.yml")],
-             "tasks": [{"name": "validate", "ansible.builtin.validate_argument_spec": {
-                 "argument_spec": spec,
-                 "provided_arguments": "{{ dict(%s | zip(query('ansible.builtin.vars', *%s))) }}" % (names, names)}}]}]
+    play = [
+        {
+            "name": "validate",
+            "hosts": "mon1",
+            "gather_facts": False,
+            "vars_files": [str(path / "defaults" / "main.yml"), str(path / "vars" / "main.yml")],
+            "tasks": [
+                {
+                    "name": "validate",
+                    "ansible.builtin.validate_argument_spec": {
+                        "argument_spec": spec,
+                        "provided_arguments": "{{ dict(%s | zip(query('ansible.builtin.vars', *%s))) }}"
+                        % (names, names),
+                    },
+                }
+            ],
+        }
+    ]
     (tmp_path / "play.yml").write_text(json.dumps(play))
     (tmp_path / "hosts.json").write_text(json.dumps(INVENTORY))
     cli = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
+        ANSIBLE_NOCOLOR="1",
+    )
     given = {"rtmx_secrets_dir": str(tmp_path / "secrets"), "role_path": str(path)}
-    run = subprocess.run([cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
+    run = subprocess.run(
+        [cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
-@pytest.mark.parametrize("host, units", [
-    ("pg1", "etcd|patroni|redis-server|redis-sentinel"), ("lb1", "haproxy|pgbouncer|keepalived"),
-    ("sync1", "rtmx-sync|rtmx-api"),
-    ("mon1", "prometheus|prometheus-alertmanager|prometheus-blackbox-exporter|rtmx-alert-receiver"),
-])
+@pytest.mark.parametrize(
+    "host, units",
+    [
+        ("pg1", "etcd|patroni|redis-server|redis-sentinel"),
+        ("lb1", "haproxy|pgbouncer|keepalived"),
+        ("sync1", "rtmx-sync|rtmx-api"),
+        ("mon1", "prometheus|prometheus-alertmanager|prometheus-blackbox-exporter|rtmx-alert-receiver"),
+    ],
+)
 def test_each_host_exports_the_state_of_its_own_services_only(tmp_path, host, units):
     """A package installed but unused on a host (the lab image has them all) must not read as a service down."""
-    args = render(tmp_path, "node_exporter", "prometheus-node-exporter.default.j2", host=host,
-                  extra_vars={"alert_receiver_enabled": True, "node_exporter_scrape_password": "x" * 20}).read_text()
+    args = render(
+        tmp_path,
+        "node_exporter",
+        "prometheus-node-exporter.default.j2",
+        host=host,
+        extra_vars={"alert_receiver_enabled": True, "node_exporter_scrape_password": "x" * 20},
+    ).read_text()
     assert f"--collector.systemd.unit-include=({units}).service" in args.split()
     assert "--web.listen-address=%s:9100" % dict(ADDRESSES)[host] in args
+
+
+TEMPLATE_HOSTS = {
+    "node_exporter": "lb1",
+    "postgres_exporter": "pg1",
+    "redis_exporter": "pg1",
+    "pgbouncer_exporter": "lb1",
+    "blackbox_exporter": "mon1",
+    "prometheus": "mon1",
+    "alertmanager": "mon1",
+    "alert_receiver": "mon1",
+}
+
+
+@pytest.mark.parametrize(
+    "role, template",
+    [(role, path.name) for role in ROLES for path in sorted((ROOT / "roles" / role / "templates").glob("*.j2"))],
+)
+def test_every_template_renders_on_its_hosts(tmp_path, role, template):
+    secrets = {
+        name: "s" * 24
+        for name in (
+            "node_exporter_scrape_password",
+            "postgres_exporter_db_password",
+            "postgres_exporter_scrape_password",
+            "redis_exporter_acl_password",
+            "redis_exporter_redis_password",
+            "redis_exporter_sentinel_password",
+            "pgbouncer_exporter_stats_password",
+            "pgbouncer_exporter_scrape_password",
+            "alert_receiver_password",
+        )
+    }
+    out = render(
+        tmp_path, role, template, host=TEMPLATE_HOSTS[role], extra_vars={"alert_receiver_enabled": True, **secrets}
+    )
+    assert out.read_text().strip()
