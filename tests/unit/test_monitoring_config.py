@@ -352,3 +352,94 @@ def test_every_template_renders_on_its_hosts(tmp_path, role, template):
         tmp_path, role, template, host=TEMPLATE_HOSTS[role], extra_vars={"alert_receiver_enabled": True, **secrets}
     )
     assert out.read_text().strip()
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager")
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(ALERTMANAGER is None, reason="prometheus-alertmanager not found: `make packages` installs it")
+def test_alertmanager_delivers_a_critical_alert_to_the_lab_receiver_within_30_s(tmp_path):
+    """Debian's Alertmanager on loopback with the rendered configuration and the lab receiver's script:
+    a critical alert posted to it is recorded by the receiver, as the critical receiver, within 30 s."""
+    import importlib.util
+    import threading
+    import time
+    import urllib.request
+    from http.server import ThreadingHTTPServer
+
+    spec = importlib.util.spec_from_file_location(
+        "receiver", ROOT / "roles" / "alert_receiver" / "files" / "rtmx_alert_receiver.py"
+    )
+    receiver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(receiver)
+    store = receiver.Store(str(tmp_path / "notifications.jsonl"))
+    # The receiver refuses a request without the basic auth the configuration gives Alertmanager.
+    password = SECRETS["alertmanager_alert_receiver_password"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver.make_handler(store, "receiver", password))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    inventory = json.loads(json.dumps(INVENTORY))
+    inventory["all"]["hosts"]["mon1"]["rtmx_address"] = "127.0.0.1"
+    config = render(
+        tmp_path,
+        "alertmanager",
+        "alertmanager.yml.j2",
+        inventory=inventory,
+        extra_vars={"alert_receiver_enabled": True, "alert_receiver_port": server.server_address[1]},
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            "--config.file=%s" % config,
+            "--web.listen-address=127.0.0.1:%d" % port,
+            "--cluster.listen-address=",
+            "--storage.path=%s" % (tmp_path / "data"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = "http://127.0.0.1:%d" % port
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Alertmanager did not start"
+                time.sleep(0.2)
+        alert = [
+            {
+                "labels": {"alertname": "RtmxPatroniFailover", "severity": "critical", "scope": "rtmx"},
+                "annotations": {"summary": "unit test"},
+            }
+        ]
+        request = urllib.request.Request(
+            url + "/api/v2/alerts",
+            data=json.dumps(alert).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        started = time.time()
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+        while not store.read() and time.time() - started < 30:
+            time.sleep(0.5)
+        records = store.read()
+        assert records, "nothing delivered within 30 s"
+        assert records[0]["summary"]["receiver"] == "critical" and records[0]["summary"]["status"] == "firing"
+        assert records[0]["summary"]["alerts"][0]["alertname"] == "RtmxPatroniFailover"
+        assert records[0]["received_at"] - started < 30
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        server.shutdown()
+        server.server_close()
