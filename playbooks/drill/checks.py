@@ -162,7 +162,7 @@ def api_problems(d: dict, expect: dict) -> list[str]:
     if d.get("api_requests") is None:
         return []
     failed, window, gap = d.get("api_failed_requests") or 0, d.get("api_failure_window_s"), d.get("api_longest_gap_s")
-    if expect.get("api_instance_lost"):
+    if expect.get("api_instance_lost") or d.get("api_instance_lost"):
         if window is None or window > API_DETECTION_WINDOW_S:
             return [f"API requests through the VIP failed for {window} s ({failed} failed requests; at most the "
                     f"health-check detection window, {API_DETECTION_WINDOW_S} s)"]

@@ -113,6 +113,7 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "drill": drill["name"],
         "target": drill.get("target"),
         "target_address": drill.get("target_address"),
+        "api_instance_lost": str(drill.get("api_instance_lost")).lower() == "true",
         "fault": drill.get("fault"),
         "pg_write_unavailability_s": pg["window_s"],
         "pg_failed_writes": pg["failed"],

@@ -112,6 +112,12 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-w", "-m", mode, "stop", check=False)
 
+    def pids(self) -> list[int]:
+        """The postmaster and its children (backends, background workers)."""
+        postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        return [postmaster, *map(int, children)]
+
     def remove(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.parent, ignore_errors=True)

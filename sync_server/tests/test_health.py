@@ -2,13 +2,15 @@
 "degraded" (200, clients stay), draining is 503 before clients are closed."""
 
 import asyncio
+import os
 import signal
+import time
 import uuid
 
 import pytest
 import websockets
 
-from conftest import YClient, eventually
+from conftest import YClient, eventually, wait_until
 
 
 def room() -> str:
@@ -69,6 +71,30 @@ def test_postgres_down_is_degraded_not_down(servers, own_postgres):
         await a.close()
 
     run(scenario())
+
+
+def test_health_answers_at_once_while_postgres_hangs(servers, own_postgres):
+    """A host that dies without a trace (no RST) leaves queries and connects hanging: /health still answers at
+    once (a check slower than HAProxy's timeout would cut every client), "degraded" with the reason."""
+    server = servers("sync-a", postgres_dsn=own_postgres.dsn)
+    assert server.health_report()[1]["checks"]["postgres"] == "ok"
+    frozen = own_postgres.pids()
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        answers, deadline = [], time.monotonic() + 6
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            status, body = server.health_report()
+            answers.append((round(time.monotonic() - started, 3), status, body["checks"]["postgres"]))
+            time.sleep(0.2)
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert max(seconds for seconds, _, _ in answers) < 0.5, answers
+    assert {status for _, status, _ in answers} == {200}, answers
+    assert answers[-1][2].startswith("error"), answers
+    wait_until(lambda: server.health_report()[1]["checks"]["postgres"] == "ok", what="postgres back")
 
 
 def test_drain_turns_health_503_before_closing_clients(servers):

@@ -13,13 +13,14 @@ checks = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(checks)
 
 
-def figures(name="leader_node_loss", **changes):
+def figures(name="leader_node_loss", api_instance_lost=False, **changes):
     """A leader loss as the probe would see it: outage, new leader, then the stack whole."""
     observed = probe(pg_outages=[(12.0, 30.0)], redis_outages=[(12.0, 20.0)], leader_change=28)
     observed["sync_clients"][1]["disconnects"], observed["sync_clients"][1]["reconnects"] = [], []
     for key, value in changes.items():
         observed[key] = value
-    record = dict(drill(name), target_address="198.18.1.11")
+    # As run_one.yml records it (a rendered boolean).
+    record = dict(drill(name), target_address="198.18.1.11", api_instance_lost=str(api_instance_lost))
     return report.drill_figures(record, observed)
 
 
@@ -145,11 +146,11 @@ def test_the_probe_takes_the_leader_a_majority_of_members_name():
     assert majority_leader(["pg1", "pg2", None], 3) is None
 
 
-def api_figures(name="leader_node_loss", **api):
+def api_figures(name="leader_node_loss", api_instance_lost=False, **api):
     """figures() with the API probe: `api` goes to test_drill_report.api_requests()."""
     from test_drill_report import api_requests
 
-    return figures(name, api_requests=api_requests(**api))
+    return figures(name, api_instance_lost=api_instance_lost, api_requests=api_requests(**api))
 
 
 def test_no_api_tier_no_api_check():
@@ -178,6 +179,13 @@ def test_api_server_loss_may_fail_requests_only_within_the_detection_window():
                for p in found), found
     # Never answered again: no window at all is a failure too.
     assert any("failed for None s" in p for p in problems(api_figures("api_server_loss", outages=[(20.0, 60.0)])))
+
+
+def test_a_node_loss_that_took_an_api_instance_with_it_is_judged_like_an_api_server_loss():
+    # The lab kills a sync node's whole container, and the sync nodes carry API instances too.
+    assert [p for p in problems(api_figures("sync_server_loss", True, outages=[(20.0, 20.4)])) if "API" in p] == []
+    found = problems(api_figures("sync_server_loss", True, outages=[(12.0, 45.0)]))
+    assert any("at most the health-check detection window" in p for p in found), found
 
 
 def test_api_server_loss_keeps_every_other_expectation():

@@ -35,20 +35,25 @@ PORT = role_default("api_server", "api_server_port")
 API_URL = f"http://{VIP}:{role_default('haproxy', 'haproxy_api_port')}"
 SAMPLE = PROJECT_DIR / "roles" / "api_server" / "files" / "sample"
 SAMPLE_REQUIREMENTS = 5  # rows of files/sample/docs/rtm_database.csv
+SERVED_BY = "x-rtmx-api-server"  # HAProxy names the instance that answered
 API_TAGS = "api_server_preflight,api_server_install,api_server_database,api_server_configure"
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, dict, bytes]:
-    """(status, headers, body) of a GET from the controller (as a browser would)."""
+    """(status, headers with lower-case names, as HAProxy sends them, body) of a GET from the controller."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return answer.status, dict(answer.headers), answer.read()
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
 def health(name: str) -> dict:
-    status, _, body = get(f"http://{API[name]}:{PORT}/health", timeout=5)
+    """An instance's /health; status "unreachable" while nothing listens (e.g. restarting)."""
+    try:
+        status, _, body = get(f"http://{API[name]}:{PORT}/health", timeout=5)
+    except OSError as error:
+        return {"status": "unreachable", "error": repr(error)}
     return dict(json.loads(body), http=status)
 
 
@@ -76,7 +81,7 @@ class Prober:
             try:
                 status, headers, body = get(self.url, timeout=8)
                 ok = status == 200 and "total" in json.loads(body)
-                self.results.append((start, ok, status, headers.get("X-Rtmx-Api-Server"),
+                self.results.append((start, ok, status, headers.get(SERVED_BY),
                                      json.loads(body).get("total") if ok else body[:200]))
             except (OSError, ValueError) as error:
                 self.results.append((start, False, None, None, repr(error)))
@@ -118,7 +123,7 @@ def test_instances_listen_on_their_own_address_only(inventory):
 def test_dashboard_and_api_through_the_vip():
     status, headers, body = get(API_URL + "/")
     assert status == 200 and "text/html" in headers.get("content-type", ""), (status, headers)
-    assert b"RTMX" in body and headers.get("X-Rtmx-Api-Server") in API, headers
+    assert b"RTMX" in body and headers.get(SERVED_BY) in API, headers
     status, _, body = get(API_URL + "/api/status")
     assert status == 200, body[:300]
     summary = json.loads(body)
@@ -130,7 +135,7 @@ def test_dashboard_and_api_through_the_vip():
 
 
 def test_requests_are_spread_over_every_instance():
-    served = {get(API_URL + "/api/status")[1].get("X-Rtmx-Api-Server") for _ in range(12)}
+    served = {get(API_URL + "/api/status")[1].get(SERVED_BY) for _ in range(12)}
     assert served == set(API), served
 
 
@@ -159,7 +164,7 @@ def test_forwarded_headers_reach_the_instances(inventory):
     marker = f"/api/requirements?limit=1&marker={int(time.time() * 1000)}"
     status, headers, _ = get(API_URL + marker)
     assert status == 200
-    served = headers["X-Rtmx-Api-Server"]
+    served = headers[SERVED_BY]
     node = testinfra.get_host(f"ansible://{served}?ansible_inventory={inventory}")
     log = wait_for(lambda: [line for line in node.check_output("journalctl -u rtmx-api --since '2 min ago' --no-pager")
                             .splitlines() if marker.split("marker=")[1] in line],
@@ -171,12 +176,13 @@ def test_killed_instance_is_restarted_by_systemd_and_costs_no_request(lbs, inven
     node = testinfra.get_host(f"ansible://sync2?ansible_inventory={inventory}")
     before = node.check_output("systemctl show -p MainPID --value rtmx-api")
     with Prober() as probe:
-        time.sleep(1)
+        wait_for(lambda: len(probe.results) >= 5, timeout=30, what="the prober running")
         node.check_output("systemctl kill -s KILL rtmx-api")
         wait_for(lambda: node.check_output("systemctl show -p MainPID --value rtmx-api") not in ("0", before),
                  timeout=30, what="systemd to start rtmx-api again")
         wait_for(lambda: health("sync2")["status"] == "ok", timeout=60, what="sync2 to serve again")
-        time.sleep(1)
+        served_before = len(probe.results)
+        wait_for(lambda: len(probe.results) >= served_before + 10, timeout=30, what="requests after the restart")
     assert len(probe.results) > 20, probe.results
     assert probe.failed == [], f"{len(probe.failed)} of {len(probe.results)} requests failed: {probe.failed[:5]}"
     wait_for(lambda: haproxy_api_status(lbs) == {lb: {name: "UP" for name in API} for lb in lbs}, timeout=60,
@@ -205,9 +211,9 @@ def test_new_database_is_rolled_out_one_instance_at_a_time_without_a_failed_requ
             down = []
             for name in API:
                 try:
-                    if health(name)["http"] != 200:
+                    if health(name).get("http") != 200:
                         down.append(name)
-                except (OSError, ValueError):
+                except ValueError:
                     down.append(name)
             samples.append((time.time(), down))
             time.sleep(0.2)
@@ -218,7 +224,8 @@ def test_new_database_is_rolled_out_one_instance_at_a_time_without_a_failed_requ
             watcher.start()
             output = run_site(project_dir, inventory, "--limit", "api", "--tags", API_TAGS,
                               "-e", f"api_server_database_dir={changed_database}")
-            time.sleep(1)
+            served_before = len(probe.results)
+            wait_for(lambda: len(probe.results) >= served_before + 10, timeout=30, what="requests after the run")
         stop.set()
         watcher.join(10)
         assert all(changed_per_host(output)[name] >= 1 for name in API), changed_per_host(output)

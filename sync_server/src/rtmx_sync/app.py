@@ -92,6 +92,7 @@ class SyncService:
         self._lag = 0.0
         self._checks: asyncio.Task | None = None
         self._checked_at = 0.0
+        self._last_checks: dict[str, str] | None = None
         self.metrics.track_state(
             connections=lambda: len(self.connections),
             rooms=lambda: len(self.registry.rooms),
@@ -169,11 +170,26 @@ class SyncService:
     # HTTP
 
     async def _dependencies(self) -> dict[str, str]:
-        """PostgreSQL and Redis as last seen, probed at most once per CHECK_CACHE_S."""
-        if self._checks is None or (self._checks.done() and time.monotonic() - self._checked_at > CHECK_CACHE_S):
-            self._checked_at = time.monotonic()
+        """PostgreSQL and Redis as last seen, probed at most once per CHECK_CACHE_S in a task of its own.
+        Only the first call waits for a probe (bounded); later ones report the last results at once, so a
+        dependency that hangs (a killed host: no RST) never slows /health past HAProxy's check timeout."""
+        now = time.monotonic()
+        if self._checks is None or (self._checks.done() and now - self._checked_at > CHECK_CACHE_S):
+            self._checked_at = now
             self._checks = asyncio.create_task(self._check_dependencies())
-        return await asyncio.shield(self._checks)
+        if self._last_checks is None:
+            await asyncio.wait({self._checks}, timeout=2 * CHECK_TIMEOUT_S)
+        if self._checks.done():
+            self._last_checks = self._checks.result()
+        running = now - self._checked_at
+        if not self._checks.done() and running > 2 * CHECK_TIMEOUT_S:
+            # A probe that has not returned (its cancellation waits on the network): that is an answer too.
+            silent = f"error: no answer for {running:.1f}s"
+            return {
+                name: "ok" if now - component.last_ok < CHECK_CACHE_S else silent
+                for name, component in (("postgres", self.store), ("redis", self.bus))
+            }
+        return self._last_checks or {"postgres": "checking", "redis": "checking"}
 
     async def _check_dependencies(self) -> dict[str, str]:
         async def check(component, probe) -> str:
