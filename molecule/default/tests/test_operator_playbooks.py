@@ -93,10 +93,11 @@ def wait_for_steady(check, seconds: float, timeout: float, what: str) -> None:
 
 def test_verify_playbook_lists_every_check_and_passes(project_dir, inventory):
     out = playbook(project_dir, inventory, "playbooks/verify.yml")
-    for check in ("patroni_leader", "patroni_replicas", "postgres_write", "redis_sentinels", "redis_write",
-                  "haproxy_routing", "sync_servers", "etcd", "vip"):
+    checks = ("patroni_leader", "patroni_replicas", "postgres_write", "redis_sentinels", "redis_write",
+              "haproxy_routing", "sync_servers", "api_servers", "etcd", "vip")
+    for check in checks:
         assert f"{check}  ok " in out, f"{check} missing or failed:\n{out[-3000:]}"
-    assert "All 9 checks passed" in out
+    assert f"All {len(checks)} checks passed" in out
 
 
 def test_ha_verify_in_check_mode_writes_nothing(project_dir, inventory, nodes):
