@@ -16,7 +16,11 @@ import sys
 from html import escape
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import checks  # noqa: E402 - beside this script, not a package
+import alerts  # noqa: E402 - beside this script, not a package
+import checks  # noqa: E402
+
+# REQ-DEPLOY-005: 99.9 % a month: 43.8 minutes of unavailability (30.42 days x 1440 x 0.001).
+ERROR_BUDGET_MINUTES = 43.8
 
 SLOW = 1.0  # a write slower than this counts as unavailable from its start
 
@@ -151,9 +155,33 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "sync_servers_unreachable_after": sorted(url for url, v in (sync.get("missing_per_server") or {}).items()
                                                  if not isinstance(v, int)),
         **api_figures(probe.get("api_requests"), fault),
+        **alert_figures(drill),
+        "error_budget_minutes": error_budget_minutes(pg["window_s"], redis["window_s"]),
         "probe_errors": probe.get("errors", []),
         "notes": probe.get("notes", []),
     }
+
+
+def error_budget_minutes(*windows) -> float | None:
+    """What the drill cost of the month's error budget: the longest window in which users could not write
+    (PostgreSQL or Redis through the VIP), in minutes. None when a window is unknown."""
+    if any(w is None for w in windows):
+        return None
+    return round(max(windows, default=0.0) / 60, 2)
+
+
+def alert_figures(drill: dict) -> dict:
+    """What the operator was sent (playbooks/drill/alerts.py): None without monitoring."""
+    keys = ("alerts_expected", "alerts_delivered_s", "alerts_resolved_after_heal_s", "alerts_missing",
+            "alerts_unresolved", "alerts_unrelated", "alerts_active_before")
+    sent = drill.get("alerts")
+    if isinstance(sent, str):
+        sent = json.loads(sent) if sent.strip() not in ("", "None", "null") else None
+    if not sent:
+        return dict.fromkeys(keys)
+    found = alerts.summary(sent["notifications"], drill["fault_at"], drill["healed_at"], sent["expect"], sent["allow"])
+    return dict(zip(keys, (sent["expect"], found["delivered_s"], found["resolved_after_heal_s"], found["missing"],
+                           found["unresolved"], found["unrelated"], sent["quiet"]["active"])))
 
 
 def lost_window(writes: list, lost: list, fault: float) -> float | None:
@@ -233,7 +261,9 @@ COLUMNS = [
     ("rto_s", "RTO (s)"), ("sync_vip_disconnects", "sync disconnects (VIP)"),
     ("sync_direct_disconnects", "sync disconnects (direct)"), ("sync_back_in_sync_s", "sync back (s)"),
     ("sync_updates_lost", "sync updates lost"), ("api_failed_requests", "API failed requests (VIP)"),
-    ("api_longest_gap_s", "API longest gap (s)"), ("verified", "verified"),
+    ("api_longest_gap_s", "API longest gap (s)"), ("alerts_delivered_s", "alerts sent (s after fault)"),
+    ("alerts_resolved_after_heal_s", "resolved (s after heal)"), ("error_budget_minutes", "error budget (min of 43.8)"),
+    ("verified", "verified"),
 ]
 
 
@@ -258,7 +288,8 @@ def markdown(figures: list, meta: dict) -> str:
               "(through the VIP or directly) by a database, Redis or etcd fault, only the killed server's by a sync "
               "server loss, back within 2 s, and every server serves a new room within 2 s after every drill; "
               "API requests through the VIP: none failed, but for an lb loss (longest gap <= 10 s) and an API "
-              "instance loss (failures for at most the health-check detection window, 30 s). "
+              "instance loss (failures for at most the health-check detection window, 30 s); alerts: a failover pages "
+              "within 30 s of the fault. "
               "Requirement: failover < 60 s, RTO < 15 min, RPO < 5 min.", ""]
     problems = meta.get("problems") or []
     lines += ["## Checks (playbooks/drill/checks.py)", ""]
@@ -291,6 +322,9 @@ def main() -> int:
         "sync_updates_lost": sum(f["sync_updates_lost"] or 0 for f in figures),
         "sync_vip_disconnects": {f["drill"]: f["sync_vip_disconnects"] for f in figures},
         "api_failed_requests": {f["drill"]: f["api_failed_requests"] for f in figures},
+        "alerts_delivered_s": {f["drill"]: f["alerts_delivered_s"] for f in figures},
+        "error_budget_minutes": round(sum(f["error_budget_minutes"] or 0 for f in figures), 2),
+        "error_budget_month_minutes": ERROR_BUDGET_MINUTES,
     }
     report["problems"] = checks.problems(report)
     report["summary"]["problems"] = len(report["problems"])
