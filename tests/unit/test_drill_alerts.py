@@ -46,8 +46,13 @@ def test_parse_time_reads_nanoseconds():
 
 def test_a_failover_page_sent_and_resolved():
     found = alerts.summary(FAILOVER, T0, T0 + 30, ["RtmxPatroniFailover"], [])
-    assert found == {"delivered_s": {"RtmxPatroniFailover": 24.0}, "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
-                     "missing": [], "unresolved": [], "unrelated": []}
+    assert found == {
+        "delivered_s": {"RtmxPatroniFailover": 24.0},
+        "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
+        "missing": [],
+        "unresolved": [],
+        "unrelated": [],
+    }
 
 
 def test_missing_unresolved_and_unrelated_pages_are_told_apart():
