@@ -61,11 +61,12 @@ def with_member_facts(inv, path="/var/lib/postgresql/15/rtmx", port=5432):
     return inv
 
 
-def run_play(tmp_path, role, tasks, host, inv, extra_vars=None, expect_ok=True):
+def run_play(tmp_path, role, tasks, host, inv, extra_vars=None, expect_ok=True, handlers=()):
     """Run `tasks` on `host` with the role's defaults and vars loaded; returns the CompletedProcess."""
     path = ROOT / "roles" / role
     vars_files = [str(path / "defaults" / "main.yml"), str(path / "vars" / "main.yml")]
-    play = [{"name": "test", "hosts": host, "gather_facts": False, "vars_files": vars_files, "tasks": tasks}]
+    play = [{"name": "test", "hosts": host, "gather_facts": False, "vars_files": vars_files, "tasks": tasks,
+             "handlers": list(handlers)}]
     (tmp_path / "play.yml").write_text(json.dumps(play))
     (tmp_path / "hosts.json").write_text(json.dumps(inv))
     given = {"role_path": str(path), "rtmx_secrets_dir": str(tmp_path / "secrets"), **(extra_vars or {})}
