@@ -74,6 +74,12 @@ EXPORTED = {
         "rtmx_pg_replication_replay_lag_seconds",
         "rtmx_pg_replication_replay_lag_bytes",
         "rtmx_pg_recovery_is_replica",
+        "pg_stat_archiver_archived_count",
+        "pg_stat_archiver_failed_count",
+        "pg_stat_archiver_last_archive_age",
+        "rtmx_pg_archiver_ready_segments",
+        "rtmx_pg_archiver_oldest_ready_age_seconds",
+        "rtmx_pg_archiver_last_attempt_failed",
     },
     # etcd 3.4.
     "etcd": {
@@ -159,6 +165,20 @@ EXPORTED = {
         "node_filesystem_size_bytes",
         "node_systemd_unit_state",
         "rtmx_vip_held",
+        # rtmx.ha.pgbackrest's and rtmx.ha.etcd_snapshot's figures (roles/pgbackrest/files/rtmx_pgbackrest_metrics.py,
+        # roles/etcd_snapshot/templates/etcd-snapshot.sh.j2) on the backup host.
+        "rtmx_pgbackrest_info_success",
+        "rtmx_pgbackrest_info_timestamp_seconds",
+        "rtmx_pgbackrest_backup_max_age_seconds",
+        "rtmx_pgbackrest_stanza_status",
+        "rtmx_pgbackrest_backup_in_progress",
+        "rtmx_pgbackrest_backups",
+        "rtmx_pgbackrest_backup_last_completion_timestamp_seconds",
+        "rtmx_pgbackrest_backup_last_duration_seconds",
+        "rtmx_pgbackrest_backup_last_database_size_bytes",
+        "rtmx_pgbackrest_backup_last_repository_size_bytes",
+        "rtmx_etcd_snapshot_last_success_timestamp_seconds",
+        "rtmx_etcd_snapshots",
     },
     # blackbox_exporter 0.23.
     "blackbox_exporter": {"probe_success", "probe_duration_seconds", "probe_http_status_code"},
