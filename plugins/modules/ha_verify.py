@@ -32,6 +32,11 @@ description:
   - C(etcd) every etcd member's C(/health) says healthy (Patroni's DCS; a lost member
     changes nothing else visible until quorum is lost).
   - C(vip) exactly one lb holds the VIP (from I(vip_holders), which the caller gathers on the lbs).
+  - C(backup) the pgBackRest repository (I(backup_info), which the caller reads on the backup host with
+    C(pgbackrest --output=json info)) has the stanza I(backup_stanza) in order and a full or differential backup
+    newer than I(backup_max_age); with I(pg_host), the primary's WAL archiver (C(pg_stat_archiver), read through
+    I(pg_host)) did not fail its last attempt. The detail gives the newest backup's age and the last archived WAL
+    and its age.
   - C(monitoring) every scrape target of Prometheus (I(prometheus_url)) is up and no critical alert fires,
     besides I(monitoring_ignore_alerts) (the alerts that report a failover that already happened); firing
     warnings are listed in the detail without failing the check.
@@ -159,6 +164,19 @@ options:
   prometheus_password:
     description: Password of I(prometheus_username) (C(monitoring_admin_password) of the collection's secrets).
     type: str
+  backup_info:
+    description:
+      - What C(pgbackrest --stanza=STANZA --output=json info) answered on the repository host (the parsed JSON list,
+        or its text), or a dict with the key C(error) (the message) when it failed. Enables C(backup).
+    type: raw
+  backup_stanza:
+    description: The stanza of the cluster (rtmx.ha.pgbackrest's pgbackrest_stanza).
+    type: str
+    default: rtmx
+  backup_max_age:
+    description: Seconds beyond which the newest full or differential backup is too old.
+    type: int
+    default: 93600
   monitoring_ignore_alerts:
     description:
       - Critical alerts that do not fail C(monitoring). By default the ones that announce a failover that already
@@ -227,6 +245,7 @@ EXAMPLES = r'''
     etcd_urls: [http://10.0.0.11:2379, http://10.0.0.12:2379, http://10.0.0.13:2379]
     prometheus_url: http://10.0.0.41:9090
     prometheus_password: "{{ monitoring_admin_password }}"
+    backup_info: "{{ pgbackrest_info.stdout | from_json }}"
     vip_holders: "{{ vip_holders }}"
     wait_timeout: 120
   delegate_to: localhost
@@ -250,6 +269,8 @@ checks:
     - {name: etcd, ok: true, detail: 3 etcd members healthy}
     - {name: vip, ok: false, detail: '2 lbs hold the VIP: lb1, lb2'}
     - {name: monitoring, ok: true, detail: 'every target of 41 up, no critical alert firing'}
+    - {name: backup, ok: true, detail: 'stanza rtmx ok: newest backup diff 20261124-010433D, 3.1 h old (2 full, 3 diff kept);
+       last WAL 00000003000000000000001A archived 12 s ago'}
 failed_checks:
   description: Names of the checks that failed.
   returned: always
@@ -506,6 +527,28 @@ class Verifier(object):
         self.report['monitoring'] = report
         self.check('monitoring', not problems, '; '.join(problems) or detail)
 
+    def backup(self):
+        p = self.p
+        archiver = None
+        if p['pg_host']:
+            sql = ("SELECT last_archived_wal, "
+                   "extract(epoch FROM now() - last_archived_time)::float8::text AS last_archived_age, "
+                   "(last_failed_time IS NOT NULL AND (last_archived_time IS NULL "
+                   "OR last_failed_time > last_archived_time))::text AS failing, "
+                   "failed_count::text AS failed_count, last_failed_wal FROM pg_stat_archiver")
+            try:
+                with PgConnection(p['pg_host'], p['pg_port'], p['pg_user'], p['pg_password'], p['pg_database'],
+                                  timeout=p['timeout'], sslmode=p['pg_sslmode'], sslrootcert=p['pg_sslrootcert'],
+                                  application_name='rtmx.ha.ha_verify') as conn:
+                    rows = conn.query(sql)
+                archiver = rows[0] if rows else {}
+            except PgError as exc:
+                archiver = {'error': str(exc)}
+        problems, detail, report = backup_problems(p['backup_info'], p['backup_stanza'], time.time(),
+                                                   p['backup_max_age'], archiver)
+        self.report['backup'] = report
+        self.check('backup', not problems, '; '.join(problems) or detail)
+
     def vip(self):
         holders = self.p['vip_holders']
         self.check('vip', len(holders) == 1, '%d lbs hold the VIP%s' % (
@@ -528,6 +571,8 @@ class Verifier(object):
             self.etcd()
         if p['vip_holders'] is not None:
             self.vip()
+        if p['backup_info'] is not None:
+            self.backup()
         if p['prometheus_url']:
             self.monitoring()
         return [c['name'] for c in self.checks if not c['ok']]
@@ -612,6 +657,63 @@ def monitoring_problems(targets, alerts, ignore=()):
     return problems, detail, report
 
 
+def _hours(seconds):
+    return '%.1f h' % (seconds / 3600.0) if seconds >= 3600 else '%d min' % (seconds // 60)
+
+
+def backup_problems(info, stanza, now, max_age, archiver=None):
+    """What the repository (`pgbackrest info` as JSON) and the primary's archiver (a pg_stat_archiver row as text,
+    or {'error': ...}) say is wrong with the backups of `stanza`. Returns (problems, detail when there is none,
+    report)."""
+    if isinstance(info, (str, bytes)):
+        try:
+            info = json.loads(info)
+        except ValueError:
+            return ['pgbackrest info answered no JSON'], '', {}
+    if isinstance(info, dict) and 'error' in info:
+        return ['pgbackrest info failed on the backup host: %s' % info['error']], '', {}
+    entries = [entry for entry in info or [] if isinstance(entry, dict) and entry.get('name') == stanza]
+    if not entries:
+        return ['the repository has no stanza %s' % stanza], '', {}
+    entry = entries[0]
+    problems = []
+    status = entry.get('status') or {}
+    if status.get('code') != 0:
+        problems.append('stanza %s: %s (code %s)' % (stanza, status.get('message'), status.get('code')))
+    backups = [b for b in entry.get('backup') or [] if not b.get('error')]
+    counts = dict((kind, len([b for b in backups if b.get('type') == kind])) for kind in ('full', 'diff', 'incr'))
+    recent = sorted((b for b in backups if b.get('type') in ('full', 'diff')),
+                    key=lambda b: (b.get('timestamp') or {}).get('stop') or 0)
+    report = {'stanza': stanza, 'status': status.get('message'), 'backups': counts}
+    newest = ''
+    if not recent:
+        problems.append('no full or differential backup of stanza %s' % stanza)
+    else:
+        last = recent[-1]
+        age = max(0, now - ((last.get('timestamp') or {}).get('stop') or 0))
+        report.update(newest=last.get('label'), newest_age=int(age))
+        newest = 'newest backup %s %s, %s old' % (last.get('type'), last.get('label'), _hours(age))
+        if age > max_age:
+            problems.append('the %s (older than %s)' % (newest, _hours(max_age)))
+    kept = ', '.join('%d %s' % (counts[kind], kind) for kind in ('full', 'diff', 'incr') if counts[kind])
+    archived = ''
+    if archiver is not None:
+        if 'error' in archiver:
+            problems.append('pg_stat_archiver unreadable: %s' % archiver['error'])
+        elif archiver.get('failing') == 'true':
+            problems.append('the primary\'s last archive attempt failed (WAL %s, %s failures since the statistics '
+                            'reset)' % (archiver.get('last_failed_wal'), archiver.get('failed_count')))
+        if archiver.get('last_archived_wal'):
+            age = float(archiver.get('last_archived_age') or 0)
+            archived = '; last WAL %s archived %d s ago' % (archiver['last_archived_wal'], age)
+            report.update(last_archived_wal=archiver['last_archived_wal'], last_archived_age=int(age))
+        elif 'error' not in archiver:
+            # Statistics reset by a crash: nothing archived yet since, which is not a failure.
+            archived = '; no WAL archived since the primary\'s statistics were reset'
+    detail = 'stanza %s ok: %s (%s kept)%s' % (stanza, newest, kept, archived)
+    return problems, detail, report
+
+
 def argument_spec():
     # The access options of the other modules, with nothing required: each group of checks runs
     # only when its inputs are given.
@@ -642,6 +744,9 @@ def argument_spec():
         prometheus_url=dict(type='str'),
         prometheus_username=dict(type='str', default='admin'),
         prometheus_password=dict(type='str', no_log=True),
+        backup_info=dict(type='raw'),
+        backup_stanza=dict(type='str', default='rtmx'),
+        backup_max_age=dict(type='int', default=93600),
         monitoring_ignore_alerts=dict(type='list', elements='str',
                                       default=['RtmxPatroniFailover', 'RtmxRedisMasterChanged', 'RtmxVipMoved']),
         # One timeout for every call: 5 s, as for Patroni (the Sentinel options alone default to 3).
@@ -680,7 +785,7 @@ def main():
         if not verifier.checks:
             module.fail_json(msg='nothing to verify: give at least one of patroni_urls, pg_host, sentinels, '
                                  'haproxy_stats_urls, sync_health_urls, api_url, api_health_urls, etcd_urls, '
-                                 'vip_holders, prometheus_url')
+                                 'vip_holders, prometheus_url, backup_info')
         if not failed or watch.lap() >= module.params['wait_timeout']:
             break
         time.sleep(1)

@@ -94,7 +94,7 @@ def wait_for_steady(check, seconds: float, timeout: float, what: str) -> None:
 def test_verify_playbook_lists_every_check_and_passes(project_dir, inventory):
     out = playbook(project_dir, inventory, "playbooks/verify.yml")
     checks = ("patroni_leader", "patroni_replicas", "postgres_write", "redis_sentinels", "redis_write",
-              "haproxy_routing", "sync_servers", "api_servers", "etcd", "vip", "monitoring")
+              "haproxy_routing", "sync_servers", "api_servers", "etcd", "vip", "backup", "monitoring")
     for check in checks:
         assert f"{check}  ok " in out, f"{check} missing or failed:\n{out[-3000:]}"
     assert f"All {len(checks)} checks passed" in out
