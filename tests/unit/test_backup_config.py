@@ -302,3 +302,52 @@ def test_role_defaults_pass_its_argument_spec(tmp_path, role):
         },
     }
     run_play(tmp_path, role, [task], "pg1" if role == "patroni" else "mon1", inventory())
+
+
+def test_patroni_rebuilds_replicas_from_the_leader_while_restore_says_so(tmp_path):
+    pg = patroni_config(tmp_path, inventory(), patroni_replica_from_backup=False)["postgresql"]
+    assert pg["create_replica_methods"] == ["basebackup"] and "pgbackrest" not in pg
+    assert pg["parameters"]["archive_mode"] == "on"
+
+
+# Restore for inspection (restore.yml with restore_target_host)
+
+
+def inspect_vars(tmp_path, **extra):
+    return {"pgbackrest_inspect_dir": str(tmp_path / "restore"), "pgbackrest_inspect_port": 5439, **extra}
+
+
+def test_inspection_restore_reads_the_repository_over_tls_into_its_own_directory(tmp_path):
+    rows = options(render(tmp_path, "pgbackrest", "rtmx-inspect.conf.j2", "mon1", inventory(),
+                          inspect_vars(tmp_path)))
+    assert single(rows, "global", "repo1-host") == "mon1"
+    assert single(rows, "global", "repo1-host-type") == "tls"
+    assert single(rows, "rtmx", "pg1-path") == str(tmp_path / "restore")
+    assert single(rows, "rtmx", "pg1-port") == "5439"
+    assert not [k for s, k, v in rows if "cipher" in k or k.startswith("tls-server")]
+
+
+def test_inspection_instance_listens_on_loopback_and_never_archives(tmp_path):
+    text = render(tmp_path, "pgbackrest", "rtmx-inspect-postgresql.conf.j2", "mon1", inventory(),
+                  inspect_vars(tmp_path))
+    lines = text.splitlines()
+    assert "port = 5439" in lines and "listen_addresses = '127.0.0.1'" in lines
+    assert "archive_mode = off" in lines
+    assert "hba_file = '%s.conf/pg_hba.conf'" % (tmp_path / "restore") in lines
+
+
+@needs_pgbackrest
+def test_pgbackrest_reads_the_inspection_configuration_with_restores_options(tmp_path):
+    text = render(tmp_path, "pgbackrest", "rtmx-inspect.conf.j2", "mon1", inventory(),
+                  inspect_vars(tmp_path, pgbackrest_log_path=str(tmp_path)))
+    conf = tmp_path / "inspect.conf"
+    conf.write_text(text.replace("repo1-host=mon1", "repo1-host=rtmx-no-such-host.test"))
+    (tmp_path / "restore").mkdir()
+    run = subprocess.run([PGBACKREST, f"--config={conf}", "--stanza=rtmx", "--log-level-file=off",
+                          "--lock-path=%s" % tmp_path, "--delta", "--archive-mode=off", "--type=time",
+                          "--target=2026-11-28 02:15:00+00", "--target-action=promote", "restore"],
+                         capture_output=True, text=True, timeout=120)
+    output = run.stdout + run.stderr
+    assert not re.search(r"ERROR: \[03[127]\]|invalid option|not valid", output, re.I), output
+    # Past the options it sets up TLS (no CA file here) to reach the repository host.
+    assert run.returncode != 0 and re.search(r"rtmx-no-such-host\.test|CA certificate location", output), output
