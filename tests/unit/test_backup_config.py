@@ -351,3 +351,32 @@ def test_pgbackrest_reads_the_inspection_configuration_with_restores_options(tmp
     assert not re.search(r"ERROR: \[03[127]\]|invalid option|not valid", output, re.I), output
     # Past the options it sets up TLS (no CA file here) to reach the repository host.
     assert run.returncode != 0 and re.search(r"rtmx-no-such-host\.test|CA certificate location", output), output
+
+
+# Preflight (run here for real: asserts, and systemd-analyze for the schedules)
+
+
+def preflight(tmp_path, inv, hosts="pg1,pg2,pg3,mon1", **extra):
+    tasks = [{"name": "preflight", "ansible.builtin.include_tasks": str(ROOT / "roles/pgbackrest/tasks/preflight.yml")}]
+    run = run_play(tmp_path, "pgbackrest", tasks, hosts, inv, extra, expect_ok=False)
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
+
+
+def test_preflight_passes_the_lab_shape(tmp_path):
+    code, out = preflight(tmp_path, inventory())
+    assert code == 0, out[-3000:]
+
+
+@pytest.mark.parametrize("backup, extra, message", [
+    (["pg1"], {}, "pg1 is in both 'backup' and 'postgres'"),
+    (["mon1", "sync1"], {}, "The group 'backup' has 2 hosts (mon1, sync1)"),
+    (["mon1"], {"pgbackrest_full_schedule": "every sunday"},
+     "pgbackrest_full_schedule 'every sunday' is not a systemd OnCalendar expression"),
+    (["mon1"], {"pgbackrest_repo_cipher_pass": "short"}, "pgbackrest_repo_cipher_pass must be at least 32 characters"),
+    (["mon1"], {"pgbackrest_stanza": "rtmx main"}, "pgbackrest_stanza 'rtmx main' must be letters"),
+    (["mon1"], {"pgbackrest_retention_full": 0}, "pgbackrest_retention_full, _retention_diff"),
+    (["mon1"], {"pgbackrest_restore_hosts": ["nowhere"]}, "pgbackrest_restore_hosts names nowhere"),
+])
+def test_preflight_refuses_with_what_to_change(tmp_path, backup, extra, message):
+    code, out = preflight(tmp_path, inventory(backup=backup), **extra)
+    assert code != 0 and message in out, out[-3000:]

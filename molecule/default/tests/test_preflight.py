@@ -76,6 +76,10 @@ CASES = {
                          ["redis_sentinel_quorum (4) must be between 1 and the number of Sentinels (3)"]),
     "sync-key-too-short": (_inventory(VALID), {"sync_server_auth_key": "too-short-to-sign-tokens"},
                            ["sync_server_auth_key: give at least one key, each of at least 32 characters"]),
+    "backup-on-a-database-host": (_inventory(dict(VALID, backup=["pg1"])), None,
+                                  ["pg1 is in both 'backup' and 'postgres'", "Give the repository a host of its own"]),
+    "backup-schedule": (_inventory(dict(VALID, backup=["lb2"])), {"pgbackrest_full_schedule": "every sunday"},
+                        ["pgbackrest_full_schedule 'every sunday' is not a systemd OnCalendar expression"]),
 }
 
 
