@@ -98,7 +98,7 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff, changelog fragm
 	cd sync_server && ruff check . && ruff format --check .
 
 .PHONY: packages
-packages: ## Install the Debian packages the tests need (redis-server, postgresql-15, pgbouncer, promtool, amtool)
+packages: ## Install the Debian packages the tests need (redis-server, postgresql-15, pgbouncer, promtool, amtool, pgbackrest)
 	scripts/ensure-packages.sh @tests
 
 .PHONY: unit

@@ -4,7 +4,8 @@
 #   @tests  redis-server, postgresql-15, pgbouncer: the unit tests run real ones;
 #           nodejs and npm when `node` or `npm` is missing (the Yjs client test);
 #           prometheus and prometheus-alertmanager for promtool and amtool (the
-#           alert rule and Alertmanager configuration tests)
+#           alert rule and Alertmanager configuration tests); pgbackrest (the
+#           rendered pgBackRest files are parsed by the real one; it starts nothing)
 #   @venv   git (ansible-lint, scripts/sanity.sh), and python3-venv when
 #           $PYTHON (default python3) cannot create a virtualenv without it
 # Without WHAT: @tests. The one place that calls apt-get for `make`.
@@ -17,7 +18,7 @@ for what in "${@:-@tests}"; do
   case "$what" in
     @tests)
       wanted+=(redis-server postgresql-15 pgbouncer)
-      wanted+=(prometheus prometheus-alertmanager)
+      wanted+=(prometheus prometheus-alertmanager pgbackrest)
       # Decided by what works, not by dpkg: a NodeSource nodejs ships its own
       # npm and conflicts with Debian's npm package.
       command -v node >/dev/null 2>&1 || wanted+=(nodejs)
