@@ -380,3 +380,42 @@ def test_preflight_passes_the_lab_shape(tmp_path):
 def test_preflight_refuses_with_what_to_change(tmp_path, backup, extra, message):
     code, out = preflight(tmp_path, inventory(backup=backup), **extra)
     assert code != 0 and message in out, out[-3000:]
+
+
+UNASSIGNED = "198.51.100.254"  # TEST-NET-2: never this machine's, so `pgbackrest server` cannot bind it
+
+
+def local_addresses():
+    out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    return set(re.findall(r"inet6? ([0-9a-f.:]+)/", out))
+
+
+@needs_pgbackrest
+@pytest.mark.parametrize("host", ["mon1", "pg2"])
+def test_pgbackrest_server_reads_its_options_then_cannot_bind_here(tmp_path, host):
+    """`pgbackrest server` parses the TLS server options (tls-server-auth above all), then fails to bind an address
+    this machine does not have: nothing listens, and an option error would have come first."""
+    if UNASSIGNED in local_addresses():
+        pytest.skip(f"{UNASSIGNED} is assigned here")
+    text = repository_conf(tmp_path) if host == "mon1" else member_conf(tmp_path)
+    conf = tmp_path / "server.conf"
+    conf.write_text(re.sub(r"(?m)^tls-server-address=.*$", "tls-server-address=" + UNASSIGNED, text)
+                    .replace("log-path=/var/log/pgbackrest", "log-path=%s" % tmp_path))
+    run = subprocess.run([PGBACKREST, f"--config={conf}", "--log-level-file=off", "server"], capture_output=True,
+                         text=True, timeout=30)
+    output = run.stdout + run.stderr
+    assert "ERROR: [041]: unable to bind socket" in output, output
+    assert "--tls-server-auth=mon1=rtmx" in subprocess.run(
+        [PGBACKREST, f"--config={conf}", "--log-level-file=off", "--log-level-console=info", "server"],
+        capture_output=True, text=True, timeout=30).stdout
+
+
+def test_a_malformed_tls_server_auth_is_what_the_server_test_would_catch(tmp_path):
+    """The check above is not blind: pgBackRest refuses a client CN without its stanza (error 031)."""
+    if PGBACKREST is None:
+        pytest.skip("pgbackrest not found")
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[global]\ntls-server-address=%s\ntls-server-auth=pg2\nlog-path=%s\n" % (UNASSIGNED, tmp_path))
+    run = subprocess.run([PGBACKREST, f"--config={conf}", "--log-level-file=off", "server"], capture_output=True,
+                         text=True, timeout=30)
+    assert "ERROR: [031]: key/value 'pg2' not valid for 'tls-server-auth' option" in run.stdout + run.stderr
