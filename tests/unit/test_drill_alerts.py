@@ -46,7 +46,8 @@ def test_parse_time_reads_nanoseconds():
 
 def test_a_failover_page_sent_and_resolved():
     found = alerts.summary(FAILOVER, T0, T0 + 30, ["RtmxPatroniFailover"], [])
-    assert found == {"delivered_s": {"RtmxPatroniFailover": 24.0}, "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
+    assert found == {"delivered_s": {"RtmxPatroniFailover": 24.0},
+                     "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
                      "missing": [], "unresolved": [], "unrelated": []}
 
 
