@@ -9,10 +9,11 @@ RTMX_RECEIVER_URL, RTMX_RECEIVER_USERNAME, RTMX_RECEIVER_PASSWORD.
       wait until Alertmanager holds no active alert but those of IGNORED (comma-separated names:
       the SLO alerts, whose windows span earlier drills), so a drill's alerts are its own;
       prints {"waited_s", "active": [names still active at the timeout]}
-  alerts.py collect SINCE EXPECTED DELIVER_BY RESOLVE_TIMEOUT
+  alerts.py collect SINCE EXPECTED DELIVER_BY RESOLVE_TIMEOUT [IGNORED]
       wait until every alert of EXPECTED (comma-separated names) was sent firing after SINCE
       (unix time) or DELIVER_BY (unix time) passed; then until every alert sent firing after
-      SINCE was sent resolved, at most RESOLVE_TIMEOUT seconds; prints {"notifications": [...]}
+      SINCE, but those of IGNORED, was sent resolved, at most RESOLVE_TIMEOUT seconds;
+      prints {"notifications": [...]}
 
 summary() turns the notifications into a drill's figures (report.py).
 """
@@ -52,10 +53,11 @@ def new_alerts(notifications: list, since: float, status: str) -> list[tuple[str
     return found
 
 
-def summary(notifications: list, since: float, healed_at: float, expected: list, allowed: list) -> dict:
+def summary(notifications: list, since: float, healed_at: float, expected: list, allowed: list,
+            ignored: list = ()) -> dict:
     """A drill's alerting: seconds from the fault to each alert's first firing notification, from the
-    heal to its resolved one; expected alerts never sent, sent alerts never resolved, and alerts sent
-    that the fault does not explain."""
+    heal to its resolved one; expected alerts never sent, sent alerts never resolved (but the ignored
+    ones: SLO alerts outlast a drill), and alerts sent that the fault does not explain."""
     firing, resolved = {}, {}
     for name, started, received in new_alerts(notifications, since, "firing"):
         firing.setdefault((name, started), received)
@@ -70,7 +72,8 @@ def summary(notifications: list, since: float, healed_at: float, expected: list,
         "delivered_s": delivered,
         "resolved_after_heal_s": cleared,
         "missing": [name for name in expected if name not in delivered],
-        "unresolved": sorted({name for (name, started) in firing if (name, started) not in resolved}),
+        "unresolved": sorted({name for (name, started) in firing if (name, started) not in resolved
+                              and name not in ignored}),
         "unrelated": sorted(name for name in delivered if name not in expected and name not in allowed),
     }
 
@@ -103,7 +106,7 @@ def quiet(env, timeout: float, ignored=(), clock=time.time, sleep=time.sleep) ->
         sleep(POLL_S)
 
 
-def collect(env, since: float, expected: list, deliver_by: float, resolve_timeout: float,
+def collect(env, since: float, expected: list, deliver_by: float, resolve_timeout: float, ignored=(),
             clock=time.time, sleep=time.sleep) -> dict:
     while True:
         found = notifications(env, since)
@@ -113,7 +116,7 @@ def collect(env, since: float, expected: list, deliver_by: float, resolve_timeou
         sleep(POLL_S)
     resolve_by = clock() + resolve_timeout
     while True:
-        firing = {(name, started) for name, started, _ in new_alerts(found, since, "firing")}
+        firing = {(name, started) for name, started, _ in new_alerts(found, since, "firing") if name not in ignored}
         cleared = {(name, started) for name, started, _ in new_alerts(found, since, "resolved")}
         if firing <= cleared or clock() >= resolve_by:
             return {"notifications": found}
@@ -126,9 +129,10 @@ def main(argv=sys.argv, env=os.environ) -> int:
         ignored = [name for name in (argv[3] if len(argv) == 4 else "").split(",") if name]
         print(json.dumps(quiet(env, float(argv[2]), ignored)))
         return 0
-    if len(argv) == 6 and argv[1] == "collect":
+    if len(argv) in (6, 7) and argv[1] == "collect":
         expected = [name for name in argv[3].split(",") if name]
-        print(json.dumps(collect(env, float(argv[2]), expected, float(argv[4]), float(argv[5]))))
+        ignored = [name for name in (argv[6] if len(argv) == 7 else "").split(",") if name]
+        print(json.dumps(collect(env, float(argv[2]), expected, float(argv[4]), float(argv[5]), ignored)))
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -190,9 +190,8 @@ def alert_problems(d: dict) -> list[str]:
         return []
     out = []
     if d.get("alerts_active_before"):
-        out.append(
-            f"alerts still active before the fault: {d['alerts_active_before']} (this drill's cannot be told apart)"
-        )
+        out.append(f"alerts still active before the fault: {d['alerts_active_before']} "
+                   "(this drill's cannot be told apart)")
     for name in d.get("alerts_missing") or []:
         out.append(f"alert {name} was not sent within {ALERT_DELIVERY_MAX_S} s of the fault")
     for name, seconds in sorted((d.get("alerts_delivered_s") or {}).items()):

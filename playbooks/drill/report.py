@@ -179,7 +179,8 @@ def alert_figures(drill: dict) -> dict:
         sent = json.loads(sent) if sent.strip() not in ("", "None", "null") else None
     if not sent:
         return dict.fromkeys(keys)
-    found = alerts.summary(sent["notifications"], drill["fault_at"], drill["healed_at"], sent["expect"], sent["allow"])
+    found = alerts.summary(sent["notifications"], drill["fault_at"], drill["healed_at"], sent["expect"], sent["allow"],
+                           sent.get("ignore", []))
     return dict(zip(keys, (sent["expect"], found["delivered_s"], found["resolved_after_heal_s"], found["missing"],
                            found["unresolved"], found["unrelated"], sent["quiet"]["active"])))
 

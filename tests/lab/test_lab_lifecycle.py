@@ -67,7 +67,8 @@ def test_lab_up_twice_then_down_leaves_nothing(lab):
     first = run(lab, "lab-up.yml")
     assert changed(first) >= 2  # the network and the containers
     names = sorted(docker("ps", "--filter", f"label=rtmx.lab={PREFIX}", "--format", "{{.Names}}").split())
-    assert names == sorted(f"{PREFIX}-{n}" for n in ("pg1", "pg2", "pg3", "sync1", "sync2", "sync3", "lb1", "lb2"))
+    nodes = ("pg1", "pg2", "pg3", "sync1", "sync2", "sync3", "lb1", "lb2", "mon1")
+    assert names == sorted(f"{PREFIX}-{n}" for n in nodes)
     network = json.loads(docker("network", "inspect", f"{PREFIX}-net"))[0]
     assert network["Internal"] and network["IPAM"]["Config"][0]["Subnet"] == SUBNET
     assert docker("exec", f"{PREFIX}-pg1", "ip", "-o", "-4", "addr").count("198.18.2.11/24") == 1

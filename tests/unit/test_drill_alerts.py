@@ -46,13 +46,9 @@ def test_parse_time_reads_nanoseconds():
 
 def test_a_failover_page_sent_and_resolved():
     found = alerts.summary(FAILOVER, T0, T0 + 30, ["RtmxPatroniFailover"], [])
-    assert found == {
-        "delivered_s": {"RtmxPatroniFailover": 24.0},
-        "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
-        "missing": [],
-        "unresolved": [],
-        "unrelated": [],
-    }
+    assert found == {"delivered_s": {"RtmxPatroniFailover": 24.0},
+                     "resolved_after_heal_s": {"RtmxPatroniFailover": 65.0},
+                     "missing": [], "unresolved": [], "unrelated": []}
 
 
 def test_missing_unresolved_and_unrelated_pages_are_told_apart():
@@ -61,6 +57,14 @@ def test_missing_unresolved_and_unrelated_pages_are_told_apart():
     assert found["missing"] == ["RtmxPatroniFailover"]
     assert found["unresolved"] == ["RtmxEtcdMemberDown", "RtmxTargetDown"]
     assert found["unrelated"] == ["RtmxEtcdMemberDown"]
+
+
+def test_slo_alerts_need_not_resolve_within_the_drill():
+    sent = FAILOVER + [note(T0 + 40, "firing", ("RtmxErrorBudgetBurnSlow", "firing", T0 + 30))]
+    found = alerts.summary(sent, T0, T0 + 30, ["RtmxPatroniFailover"], ["RtmxErrorBudgetBurnSlow"],
+                           ["RtmxErrorBudgetBurnSlow"])
+    assert found["unresolved"] == [] and found["unrelated"] == []
+    assert found["delivered_s"]["RtmxErrorBudgetBurnSlow"] == 40.0
 
 
 def test_an_alert_active_before_the_fault_belongs_to_an_earlier_drill():
@@ -111,6 +115,11 @@ def test_collect_gives_up_at_its_deadlines(monkeypatch):
     # Sent, never resolved: stops after the resolve timeout.
     out = alerts.collect({}, T0, ["RtmxPatroniFailover"], T0 + 120, 30, clock=stack.clock, sleep=stack.sleep)
     assert out["notifications"] == FAILOVER[:1] and stack.now >= T0 + 24 + 30
+    # An ignored alert's resolution is not waited for.
+    stack.now = T0 + 30
+    alerts.collect({}, T0, ["RtmxPatroniFailover"], T0 + 120, 300, ["RtmxPatroniFailover"], clock=stack.clock,
+                   sleep=stack.sleep)
+    assert stack.now == T0 + 30
 
 
 def test_quiet_waits_until_nothing_is_active(monkeypatch):
