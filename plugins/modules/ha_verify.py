@@ -163,7 +163,7 @@ options:
     description:
       - Critical alerts that do not fail C(monitoring). By default the ones that announce a failover that already
         happened (they fire for a minute after it, whatever the state of the stack now), and the fast burn of the
-        error budget, which looks back an hour (past outages: it is listed, and pages, but the stack may be whole).
+        error budget, which looks back an hour (it counts past outages, so it is listed while the stack may be whole).
     type: list
     elements: str
     default: [RtmxPatroniFailover, RtmxRedisMasterChanged, RtmxVipMoved, RtmxErrorBudgetBurnFast]
