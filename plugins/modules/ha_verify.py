@@ -38,8 +38,8 @@ description:
     I(pg_host)) did not fail its last attempt. The detail gives the newest backup's age and the last archived WAL
     and its age.
   - C(monitoring) every scrape target of Prometheus (I(prometheus_url)) is up and no critical alert fires,
-    besides I(monitoring_ignore_alerts) (the alerts that report a failover that already happened); firing
-    warnings are listed in the detail without failing the check.
+    besides I(monitoring_ignore_alerts) (the alerts that report a failover that already happened, and the error
+    budget's fast burn); those and firing warnings are listed in the detail without failing the check.
   - With I(wait_timeout), repeats until all checks pass or the time is up, so it also measures
     how long the stack takes to be whole again after a fault.
 options:
@@ -180,10 +180,11 @@ options:
   monitoring_ignore_alerts:
     description:
       - Critical alerts that do not fail C(monitoring). By default the ones that announce a failover that already
-        happened (they fire for 5 minutes after it, whatever the state of the stack now).
+        happened (they fire for a minute after it, whatever the state of the stack now), and the fast burn of the
+        error budget, which looks back an hour (it counts past outages, so it is listed while the stack may be whole).
     type: list
     elements: str
-    default: [RtmxPatroniFailover, RtmxRedisMasterChanged, RtmxVipMoved]
+    default: [RtmxPatroniFailover, RtmxRedisMasterChanged, RtmxVipMoved, RtmxErrorBudgetBurnFast]
   timeout:
     description: Seconds to wait for each call.
     type: int
@@ -748,7 +749,8 @@ def argument_spec():
         backup_stanza=dict(type='str', default='rtmx'),
         backup_max_age=dict(type='int', default=93600),
         monitoring_ignore_alerts=dict(type='list', elements='str',
-                                      default=['RtmxPatroniFailover', 'RtmxRedisMasterChanged', 'RtmxVipMoved']),
+                                      default=['RtmxPatroniFailover', 'RtmxRedisMasterChanged', 'RtmxVipMoved',
+                                               'RtmxErrorBudgetBurnFast']),
         # One timeout for every call: 5 s, as for Patroni (the Sentinel options alone default to 3).
         timeout=dict(type='int', default=5),
         wait_timeout=dict(type='int', default=0),
