@@ -143,11 +143,15 @@ def test_exactly_one_lb_reports_the_vip():
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda path: path.stem)
 def test_every_dashboard_panel_has_data(path):
-    empty = []
-    for panel in json.loads(path.read_text())["panels"]:
-        if not any(query(target["expr"]) for target in panel["targets"]):
-            empty.append(panel["title"])
-    assert empty == []
+    panels = json.loads(path.read_text())["panels"]
+
+    def every_panel_has_data():
+        # A ratio of rates has data once two scrapes saw a request on that frontend: wait for it.
+        empty = [panel["title"] for panel in panels if not any(query(target["expr"]) for target in panel["targets"])]
+        assert empty == [], empty
+        return True
+
+    wait_for(every_panel_has_data, timeout=150, interval=10, what=f"data in every panel of {path.stem}")
 
 
 @pytest.mark.parametrize("port", [9090, 9093])
