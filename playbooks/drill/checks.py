@@ -34,6 +34,13 @@ ALERT_DELIVERY_MAX_S = 120
 # Drawn by no chaos series (failover-drill.yml's drill_chaos_catalog): seeds replay the series they drew
 # before these drills existed.
 CHAOS_EXCLUDED = ("api_server_loss", "replica_loss")
+# Disaster recovery (issue 12). REQ-DEPLOY-005: RTO < 15 min, RPO < 5 min; the goals, asserted for the lab's
+# data: a lost cluster restored within 5 minutes, losing only what was not archived yet: commits acknowledged
+# at most archive_timeout before the loss (the drill records the cluster's), plus the asynchronous push's slack.
+DR_RTO_MAX_S = 15 * 60
+DR_RPO_MAX_S = 5 * 60
+CLUSTER_LOSS_RTO_GOAL_S = 5 * 60
+ARCHIVE_PUSH_SLACK_S = 15
 
 # Per drill: who the fault must hit, what must change or stay, and bounds on the write
 # unavailability (s) seen through the VIP. The bounds are the goals with a margin for a
@@ -59,10 +66,20 @@ EXPECTATIONS = {
     "api_server_loss": {"pg_max_s": 10, "redis_max_s": 10, "sync_disconnects": 0, "api_instance_lost": True},
     # The synchronous standby crashes: commits wait until Patroni names the other standby synchronous.
     "replica_loss": {"same_leader": True, "pg_max_s": 15, "redis_max_s": 10, "sync_disconnects": 0},
+    # Every member's data destroyed: restore.yml brings the cluster back (the sync servers restart one by one to
+    # load the restored rooms: their clients reconnect). Writes stop until then; so do API answers.
+    "cluster_loss": {"disaster": True, "restored": True, "pg_max_s": CLUSTER_LOSS_RTO_GOAL_S, "redis_max_s": 10,
+                     "pg_lost_within_archive_window": True},
+    # A table dropped: restored elsewhere and copied back, the cluster never notices.
+    "bad_change": {"restored": True, "rows_back": True, "same_leader": True, "pg_max_s": 10, "redis_max_s": 10,
+                   "sync_disconnects": 0},
+    # A majority of etcd members lost: failsafe mode keeps the primary writable until etcd is rebuilt.
+    "etcd_majority_loss": {"restored": True, "same_leader": True, "pg_max_s": 10, "redis_max_s": 10,
+                           "sync_disconnects": 0},
 }
 
 
-def probe_worked(d: dict) -> list[str]:
+def probe_worked(d: dict, expect: dict) -> list[str]:
     """The probe saw what it claims: it wrote, read back, watched and synced."""
     out = [f"probe error: {e}" for e in d.get("probe_errors") or []]
     for db in ("pg", "redis"):
@@ -72,7 +89,8 @@ def probe_worked(d: dict) -> list[str]:
         if d.get(f"{db}_acked_writes_lost") is None:
             out.append(f"{db} read-back failed: acknowledged writes lost unknown")
     samples, blind = d.get("primary_samples") or 0, d.get("primary_samples_blind") or 0
-    if samples < MIN_PRIMARY_SAMPLES or blind > MAX_BLIND_SHARE * samples:
+    # A lost cluster has no node to reach until it is restored.
+    if samples < MIN_PRIMARY_SAMPLES or (blind > MAX_BLIND_SHARE * samples and not expect.get("disaster")):
         out.append(f"primary watcher reached no PostgreSQL node in {blind} of {samples} samples")
     if (d.get("max_writable_primaries") or 0) < 1:
         out.append("primary watcher never saw a writable primary")
@@ -97,16 +115,24 @@ def stack_behaved(d: dict, expect: dict) -> list[str]:
     if not d.get("verified"):
         out.append(f"the stack was not whole again: {d.get('verify_failed_checks')}")
     if d.get("pg_acked_writes_lost"):
-        out.append(f"{d['pg_acked_writes_lost']} acknowledged commits lost")
+        window, bound = d.get("pg_lost_window_s"), None
+        if expect.get("pg_lost_within_archive_window"):
+            archive_timeout = (d.get("dr") or {}).get("archive_timeout_s")
+            bound = min(archive_timeout + ARCHIVE_PUSH_SLACK_S, DR_RPO_MAX_S) if archive_timeout else 0
+        if bound is None:
+            out.append(f"{d['pg_acked_writes_lost']} acknowledged commits lost")
+        elif window is None or window > bound:
+            out.append(f"{d['pg_acked_writes_lost']} acknowledged commits lost, the earliest acknowledged {window} s "
+                       f"before the fault (at most the archive window, {bound} s)")
     if (d.get("max_writable_primaries") or 0) > 1:
         out.append(f"{d['max_writable_primaries']} writable primaries at once")
     if d.get("redis_acked_writes_lost"):
         window = d.get("redis_lost_window_s")
         if window is None or window > REDIS_MIN_REPLICAS_MAX_LAG_S:
             out.append(f"Redis lost {d['redis_acked_writes_lost']} writes acknowledged {window} s before the fault")
+    cap = DR_RTO_MAX_S if expect.get("disaster") else FAILOVER_MAX_S
     for db in ("pg", "redis"):
-        value, bound = d.get(f"{db}_write_unavailability_s"), min(expect.get(f"{db}_max_s", FAILOVER_MAX_S),
-                                                                   FAILOVER_MAX_S)
+        value, bound = d.get(f"{db}_write_unavailability_s"), min(expect.get(f"{db}_max_s", cap), cap)
         if value is None or value > bound:
             out.append(f"{db} write unavailability {value} s (at most {bound} s)")
     if "pg_failed_writes" in expect and d.get("pg_failed_writes") != expect["pg_failed_writes"]:
@@ -123,11 +149,26 @@ def stack_behaved(d: dict, expect: dict) -> list[str]:
             out.append(f"no new {what} within {FAILOVER_MAX_S} s ({key} = {value})")
         if expect.get(f"same_{what}") and value is not None:
             out.append(f"the {what} changed ({d.get(before)} -> another after {value} s) although it was not hit")
+    out.extend(restore_problems(d, expect))
     out.extend(sync_problems(d, expect))
     out.extend(api_problems(d, expect))
     out.extend(alert_problems(d))
     if d.get("sync_updates_lost"):
         out.append(f"{d['sync_updates_lost']} sync updates lost")
+    return out
+
+
+def restore_problems(d: dict, expect: dict) -> list[str]:
+    """A disaster-recovery drill's heal (the restore or rebuild the runbook prescribes) worked, and brought back
+    every row a bad change took."""
+    dr = d.get("dr") or {}
+    out = []
+    if expect.get("restored") and dr.get("restore_ok") is not True:
+        out.append(f"the restore or rebuild failed (its log is beside the probe file): {dr}")
+    if expect.get("rows_back"):
+        written, recovered = dr.get("rows_written"), dr.get("rows_recovered")
+        if not written or recovered != written or dr.get("rows_identical") is not True:
+            out.append(f"{recovered} of {written} dropped rows copied back (identical: {dr.get('rows_identical')})")
     return out
 
 
@@ -165,7 +206,7 @@ def sync_problems(d: dict, expect: dict) -> list[str]:
 def api_problems(d: dict, expect: dict) -> list[str]:
     """Requests to the RTMX API through the VIP: none fails, but while the VIP moves (an lb loss) and for at most
     HAProxy's detection window when an API instance dies."""
-    if d.get("api_requests") is None:
+    if d.get("api_requests") is None or expect.get("disaster"):
         return []
     failed, window, gap = d.get("api_failed_requests") or 0, d.get("api_failure_window_s"), d.get("api_longest_gap_s")
     if expect.get("api_instance_lost") or d.get("api_instance_lost"):
@@ -214,7 +255,7 @@ def problems(report: dict) -> list[str]:
         if expect is None:
             out.append(f"{d.get('drill')}: no expectations for this drill")
             continue
-        out += [f"{d['drill']}: {p}" for p in probe_worked(d) + stack_behaved(d, expect)]
+        out += [f"{d['drill']}: {p}" for p in probe_worked(d, expect) + stack_behaved(d, expect)]
     return out
 
 

@@ -138,6 +138,9 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "redis_acked_writes_lost": final["redis"].get("lost_count"),
         "time_to_new_master_s": first_change(masters, fault, master_before),
         "redis_lost_window_s": lost_window(probe["redis_writes"], final["redis"].get("lost") or [], fault),
+        # A restore to the end of the WAL archive loses what was not archived yet: the RPO of a total loss.
+        "pg_lost_window_s": lost_window(probe["pg_writes"], final["pg"].get("lost") or [], fault),
+        "dr": dr_figures(drill.get("dr")),
         "master_before": master_before,
         "rto_s": round(drill["verified_at"] - fault, 2) if drill.get("verified_at") else None,
         "verified": drill.get("verify_ok", False),
@@ -185,8 +188,25 @@ def alert_figures(drill: dict) -> dict:
                            found["unresolved"], found["unrelated"], sent["quiet"]["active"])))
 
 
+def dr_figures(recorded) -> dict:
+    """A disaster-recovery drill's heal (faults.yml's drill_dr: restore or rebuild), typed: numbers, booleans,
+    text. Empty for the other drills."""
+    out = {}
+    for key, value in (recorded or {}).items():
+        text = str(value).strip()
+        if text.lower() in ("true", "false"):
+            out[key] = text.lower() == "true"
+            continue
+        try:
+            out[key] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            out[key] = None if text.lower() in ("", "none", "null") else text
+    return out
+
+
 def lost_window(writes: list, lost: list, fault: float) -> float | None:
-    """How long before the fault the earliest lost Redis write was acknowledged (the min-replicas bound)."""
+    """How long before the fault the earliest lost write was acknowledged (Redis: the min-replicas bound;
+    PostgreSQL after a restore: the archive window)."""
     acked_at = {w[3]: w[1] for w in writes if w[2]}
     times = [acked_at[s] for s in lost if s in acked_at]
     return round(fault - min(times), 2) if times else None
@@ -259,12 +279,13 @@ COLUMNS = [
     ("time_to_new_leader_s", "new leader (s)"), ("pg_acked_writes_lost", "PG acked writes lost"),
     ("max_writable_primaries", "max writable primaries"), ("redis_write_unavailability_s", "Redis unavailability (s)"),
     ("time_to_new_master_s", "new master (s)"), ("redis_acked_writes_lost", "Redis acked writes lost"),
+    ("pg_lost_window_s", "PG lost window (s)"),
     ("rto_s", "RTO (s)"), ("sync_vip_disconnects", "sync disconnects (VIP)"),
     ("sync_direct_disconnects", "sync disconnects (direct)"), ("sync_back_in_sync_s", "sync back (s)"),
     ("sync_updates_lost", "sync updates lost"), ("api_failed_requests", "API failed requests (VIP)"),
     ("api_longest_gap_s", "API longest gap (s)"), ("alerts_delivered_s", "alerts sent (s after fault)"),
     ("alerts_resolved_after_heal_s", "resolved (s after heal)"), ("error_budget_minutes", "error budget (min of 43.8)"),
-    ("verified", "verified"),
+    ("verified", "verified"), ("dr", "restore / rebuild"),
 ]
 
 
@@ -290,7 +311,9 @@ def markdown(figures: list, meta: dict) -> str:
               "server loss, back within 2 s, and every server serves a new room within 2 s after every drill; "
               "API requests through the VIP: none failed, but for an lb loss (longest gap <= 10 s) and an API "
               "instance loss (failures for at most the health-check detection window, 30 s); alerts: a failover pages "
-              "within 30 s of the fault. "
+              "within 30 s of the fault; disaster recovery: a lost cluster restored within 5 min losing at most the "
+              "archive window (60 s), a dropped table's rows all copied back, etcd rebuilt while the database stays "
+              "writable. "
               "Requirement: failover < 60 s, RTO < 15 min, RPO < 5 min.", ""]
     problems = meta.get("problems") or []
     lines += ["## Checks (playbooks/drill/checks.py)", ""]
