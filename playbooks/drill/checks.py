@@ -73,8 +73,9 @@ EXPECTATIONS = {
     # A table dropped: restored elsewhere and copied back, the cluster never notices.
     "bad_change": {"restored": True, "rows_back": True, "same_leader": True, "pg_max_s": 10, "redis_max_s": 10,
                    "sync_disconnects": 0},
-    # A majority of etcd members lost: failsafe mode keeps the primary writable until etcd is rebuilt.
-    "etcd_majority_loss": {"restored": True, "same_leader": True, "pg_max_s": 10, "redis_max_s": 10,
+    # A majority of etcd members lost: failsafe mode keeps the primary writable while etcd is lost. Rebuilt
+    # empty (the runbook's way B), the leader key is gone: the primary demotes and Patroni elects again.
+    "etcd_majority_loss": {"restored": True, "writable_until_heal": True, "pg_max_s": 45, "redis_max_s": 10,
                            "sync_disconnects": 0},
 }
 
@@ -130,6 +131,9 @@ def stack_behaved(d: dict, expect: dict) -> list[str]:
         window = d.get("redis_lost_window_s")
         if window is None or window > REDIS_MIN_REPLICAS_MAX_LAG_S:
             out.append(f"Redis lost {d['redis_acked_writes_lost']} writes acknowledged {window} s before the fault")
+    if expect.get("writable_until_heal") and d.get("pg_write_unavailability_until_heal_s") != 0:
+        out.append(f"writes stopped for {d.get('pg_write_unavailability_until_heal_s')} s while the fault lasted "
+                   "(failsafe mode should have kept the primary writable)")
     cap = DR_RTO_MAX_S if expect.get("disaster") else FAILOVER_MAX_S
     for db in ("pg", "redis"):
         value, bound = d.get(f"{db}_write_unavailability_s"), min(expect.get(f"{db}_max_s", cap), cap)

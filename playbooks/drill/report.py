@@ -120,6 +120,9 @@ def drill_figures(drill: dict, probe: dict) -> dict:
         "api_instance_lost": str(drill.get("api_instance_lost")).lower() == "true",
         "fault": drill.get("fault"),
         "pg_write_unavailability_s": pg["window_s"],
+        # While the fault lasted, before anything was healed (failsafe mode through an etcd majority loss).
+        "pg_write_unavailability_until_heal_s": unavailability(
+            [w for w in probe["pg_writes"] if w[0] < drill.get("healed_at", float("inf"))], fault)["window_s"],
         "pg_failed_writes": pg["failed"],
         "pg_acked_writes": len([w for w in probe["pg_writes"] if w[2]]),
         "pg_acked_writes_lost": final["pg"].get("lost_count"),
