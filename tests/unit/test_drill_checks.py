@@ -130,7 +130,8 @@ def test_lost_commits_split_brain_and_slow_failover_fail():
 def test_every_catalogued_drill_has_expectations_in_catalogue_order():
     playbook = (ROOT / "playbooks" / "failover-drill.yml").read_text()
     catalog = re.search(r"drill_catalog:\n((?:\s+- \w+\n)+)", playbook).group(1).split()
-    assert [name for name in catalog if name != "-"] == list(checks.EXPECTATIONS)
+    disaster = re.search(r"drill_dr_catalog: \[([\w, ]+)\]", playbook).group(1).split(", ")
+    assert [name for name in catalog if name != "-"] + disaster == list(checks.EXPECTATIONS)
 
 
 def test_the_probe_takes_the_leader_a_majority_of_members_name():
@@ -201,15 +202,70 @@ def test_lb_loss_bounds_the_api_gap_like_the_sync_clients_vip_back_time():
 
 def test_chaos_series_do_not_draw_the_new_drills():
     # Drills added after seeds were published come last and are excluded: a seed replays its series.
-    assert list(checks.EXPECTATIONS)[-2:] == ["api_server_loss", "replica_loss"]
-    assert checks.CHAOS_EXCLUDED == ("api_server_loss", "replica_loss")
+    assert list(checks.EXPECTATIONS)[-5:] == ["api_server_loss", "replica_loss", "cluster_loss", "bad_change",
+                                              "etcd_majority_loss"]
+    assert checks.CHAOS_EXCLUDED == tuple(list(checks.EXPECTATIONS)[-5:])
 
 
 def test_the_playbook_catalogues_match_the_expectations():
     import yaml
 
     play = yaml.safe_load((ROOT / "playbooks" / "failover-drill.yml").read_text())[0]["vars"]
-    assert play["drill_catalog"] == list(checks.EXPECTATIONS)
+    assert play["drill_catalog"] + play["drill_dr_catalog"] == list(checks.EXPECTATIONS)
     assert play["drill_chaos_catalog"] == [d for d in checks.EXPECTATIONS if d not in checks.CHAOS_EXCLUDED]
     assert set(play["drill_hold"]) <= set(checks.EXPECTATIONS) and "api_server_loss" in play["drill_hold"]
     assert play["drill_hold"]["api_server_loss"] > checks.API_DETECTION_WINDOW_S
+
+
+# Disaster recovery (issue 12).
+def disaster(name, dr, pg_outages=((12.0, 40.0),), lost_pg=(), **changes):
+    observed = probe(pg_outages=pg_outages, lost_pg=lost_pg)
+    observed["sync_clients"][1]["disconnects"], observed["sync_clients"][1]["reconnects"] = [], []
+    observed.update(changes)
+    return report.drill_figures(dict(drill(name), target="pg1,pg2,pg3", dr=dr), observed)
+
+
+CLUSTER_RESTORED = {"restore_ok": "True", "restore_s": "61.2", "archive_timeout_s": "60"}
+
+
+def test_a_cluster_restored_losing_only_the_archive_window_passes():
+    # Writes every 0.1 s from T0; the fault at T0 + 10: seqs 51-100 were acknowledged 5 s before it and less.
+    figures = disaster("cluster_loss", CLUSTER_RESTORED, lost_pg=range(51, 101))
+    assert figures["dr"] == {"restore_ok": True, "restore_s": 61.2, "archive_timeout_s": 60}
+    assert figures["pg_lost_window_s"] == 4.99 and figures["pg_acked_writes_lost"] == 50
+    assert problems(figures) == []
+
+
+def test_commits_lost_beyond_the_archive_window_fail(monkeypatch):
+    monkeypatch.setattr(checks, "ARCHIVE_PUSH_SLACK_S", 0)
+    found = problems(disaster("cluster_loss", dict(CLUSTER_RESTORED, archive_timeout_s="2"), lost_pg=range(51, 101)))
+    assert any("50 acknowledged commits lost, the earliest acknowledged 4.99 s before the fault (at most the "
+               "archive window, 2 s)" in p for p in found)
+    # Without the cluster's archive_timeout nothing may be lost.
+    found = problems(disaster("cluster_loss", {"restore_ok": "True"}, lost_pg=range(51, 101)))
+    assert any("at most the archive window, 0 s" in p for p in found)
+
+
+def test_a_failed_or_slow_restore_fails():
+    found = problems(disaster("cluster_loss", dict(CLUSTER_RESTORED, restore_ok="False")))
+    assert any("the restore or rebuild failed" in p for p in found)
+    slow = problems(disaster("cluster_loss", CLUSTER_RESTORED, pg_outages=((12.0, 59.0),)))
+    assert slow == []  # 47 s: within the 5-minute goal
+    assert checks.EXPECTATIONS["cluster_loss"]["pg_max_s"] == checks.CLUSTER_LOSS_RTO_GOAL_S <= checks.DR_RTO_MAX_S
+
+
+def test_bad_change_must_bring_back_every_row_unchanged():
+    good = {"restore_ok": "True", "rows_written": "1000", "rows_recovered": "1000", "rows_identical": "True"}
+    assert problems(disaster("bad_change", good, pg_outages=())) == []
+    found = problems(disaster("bad_change", dict(good, rows_recovered="998", rows_identical="False"), pg_outages=()))
+    assert any("998 of 1000 dropped rows copied back (identical: False)" in p for p in found)
+    assert any("dropped rows copied back" in p for p in problems(disaster("bad_change", {"restore_ok": "True"},
+                                                                          pg_outages=())))
+
+
+def test_etcd_majority_loss_must_keep_writes_until_the_rebuild():
+    rebuilt = {"restore_ok": "True", "etcd_rebuilt_s": "15.0", "dcs_restored_s": "15.6"}
+    # healed at T0 + 40: an outage after it (the re-election on the empty DCS) is allowed, within bounds.
+    assert problems(disaster("etcd_majority_loss", rebuilt, pg_outages=((42.0, 50.0),))) == []
+    found = problems(disaster("etcd_majority_loss", rebuilt, pg_outages=((20.0, 22.0),)))
+    assert any("writes stopped for 2.0" in p and "failsafe" in p for p in found)
