@@ -59,7 +59,8 @@ def render(tmp_path, extra_vars: dict | None = None) -> str:
                "haproxy_redis_sentinel_password": "t" * 32, **(extra_vars or {})}
     cli = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1")
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
     run = subprocess.run([cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"),
                           "-e", json.dumps(secrets)], capture_output=True, text=True, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

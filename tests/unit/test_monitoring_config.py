@@ -93,6 +93,7 @@ def render(tmp_path, role, template, extra_vars=None, host="mon1", inventory=INV
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
         ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
     )
     run = subprocess.run(
         [cli, "-i", str(tmp_path / "hosts.json"), str(tmp_path / "play.yml"), "-e", json.dumps(given)],
@@ -283,6 +284,7 @@ def test_role_defaults_pass_its_argument_spec(tmp_path, role):
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
         ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
         ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
     )
     given = {"rtmx_secrets_dir": str(tmp_path / "secrets"), "role_path": str(path)}
     run = subprocess.run(

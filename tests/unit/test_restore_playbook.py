@@ -24,7 +24,8 @@ def restore(tmp_path, **extra):
     (tmp_path / "hosts.json").write_text(json.dumps(unreachable_inventory()))
     cli = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1")
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
     run = subprocess.run([cli, "-i", str(tmp_path / "hosts.json"), str(ROOT / "playbooks" / "restore.yml"),
                           "-e", json.dumps({"rtmx_secrets_dir": str(tmp_path / "secrets"), **extra})],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)

@@ -11,6 +11,7 @@ artefacts), aborted or not, before anything is asserted.
 import importlib.util
 import json
 import os
+import pathlib
 import time
 
 from conftest import LB_HOSTS, PG_HOSTS, PROJECT_DIR, SYNC_HOSTS, playbook
@@ -54,6 +55,14 @@ def run_drills(project_dir, inventory, name: str, *extra) -> dict:
         f"the drill run wrote no report (full log: {log}):\n{out[-4000:]}")
     run = runs[0]
     assert not list(run.glob("*.probe-config.json")), "a probe configuration (credentials) was left behind"
+    # Nor any generated secret in what is kept (the drill's log, restore.yml's and site.yml's logs, the reports).
+    secrets_dir = pathlib.Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "secrets"
+    secrets = {p.name: p.read_text(errors="ignore").split()[0] for p in secrets_dir.iterdir()
+               if p.is_file() and p.read_text(errors="ignore").strip()}
+    kept = {f.name: f.read_text(errors="ignore") for f in keep.rglob("*") if f.is_file()}
+    leaked = sorted({(file, name) for file, text in kept.items() for name, value in secrets.items()
+                     if len(value) >= 12 and not value.startswith("-") and value in text})
+    assert not leaked, f"generated secrets in the kept drill files: {leaked}"
     print(f"drill reports kept in {run}\n" + (run / "report.md").read_text())
     assert (run / "timeline.svg").read_text().startswith("<svg")
     report = json.loads((run / "report.json").read_text())
