@@ -52,6 +52,15 @@ def test_patroni_archives_to_the_repository_only_with_a_backup_host(tmp_path):
     assert pg["parameters"]["archive_mode"] == "on"
     assert pg["parameters"]["archive_command"] == "pgbackrest --stanza=rtmx archive-push %p"
     assert pg["parameters"]["archive_timeout"] == 60
+    # By default replicas never read the archive (they could replay past a new leader's fork point).
+    assert "recovery_conf" not in pg and "pgbackrest" not in pg
+    assert pg["create_replica_methods"] == ["basebackup"]
+    # initdb as before: the restore method is restore.yml's alone.
+    assert "method" not in config["bootstrap"]
+
+
+def test_patroni_makes_replicas_from_the_repository_when_asked(tmp_path):
+    pg = patroni_config(tmp_path, inventory(), patroni_replica_from_backup=True)["postgresql"]
     assert pg["recovery_conf"] == {"restore_command": 'pgbackrest --stanza=rtmx archive-get %f "%p"'}
     assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert pg["pgbackrest"] == {
@@ -59,8 +68,6 @@ def test_patroni_archives_to_the_repository_only_with_a_backup_host(tmp_path):
         "keep_data": True,
         "no_params": True,
     }
-    # initdb as before: the restore method is restore.yml's alone.
-    assert "method" not in config["bootstrap"]
 
 
 def test_patroni_without_a_backup_host_is_as_before(tmp_path):
@@ -75,10 +82,11 @@ def test_patroni_without_a_backup_host_is_as_before(tmp_path):
 
 
 def test_patroni_archives_under_the_stanza_and_timeout_the_inventory_sets(tmp_path):
-    pg = patroni_config(tmp_path, inventory(), pgbackrest_stanza="main", patroni_archive_timeout=30)["postgresql"]
+    pg = patroni_config(tmp_path, inventory(), pgbackrest_stanza="main", patroni_archive_timeout=30,
+                        patroni_replica_from_backup=True)["postgresql"]
     assert pg["parameters"]["archive_command"] == "pgbackrest --stanza=main archive-push %p"
     assert pg["parameters"]["archive_timeout"] == 30
-    assert "--stanza=main" in pg["pgbackrest"]["command"]
+    assert "--stanza=main" in pg["pgbackrest"]["command"] and "--stanza=main" in pg["recovery_conf"]["restore_command"]
 
 
 def test_patroni_bootstraps_from_the_backup_when_restore_sets_the_command(tmp_path):
@@ -306,7 +314,7 @@ def test_role_defaults_pass_its_argument_spec(tmp_path, role):
 
 def test_patroni_rebuilds_replicas_from_the_leader_while_restore_says_so(tmp_path):
     pg = patroni_config(tmp_path, inventory(), patroni_replica_from_backup=False)["postgresql"]
-    assert pg["create_replica_methods"] == ["basebackup"] and "pgbackrest" not in pg
+    assert pg["create_replica_methods"] == ["basebackup"] and "pgbackrest" not in pg and "recovery_conf" not in pg
     assert pg["parameters"]["archive_mode"] == "on"
 
 
