@@ -179,6 +179,9 @@ EXPORTED = {
         "rtmx_pgbackrest_backup_last_repository_size_bytes",
         "rtmx_etcd_snapshot_last_success_timestamp_seconds",
         "rtmx_etcd_snapshots",
+        # Every host's certificate expiry timer (roles/node_exporter/files/rtmx_certificate_expiry.py).
+        "rtmx_tls_certificate_not_after_timestamp_seconds",
+        "rtmx_tls_certificate_read_success",
     },
     # blackbox_exporter 0.23.
     "blackbox_exporter": {"probe_success", "probe_duration_seconds", "probe_http_status_code"},

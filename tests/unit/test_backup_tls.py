@@ -18,10 +18,12 @@ from role_render import ROOT, inventory, run_play
 HANDLER = {"name": "Restart pgBackRest server", "ansible.builtin.debug": {"msg": "restart"}}
 
 
-def make_certificates(tmp_path, hosts):
+def make_certificates(tmp_path, hosts, **settings):
     tasks = [{"name": "tls", "ansible.builtin.include_tasks": str(ROOT / "roles/pgbackrest/tasks/tls.yml")}]
     given = {"__pgbackrest_tls_dir": "%s/node-{{ inventory_hostname }}" % tmp_path,
-             "__pgbackrest_user": "root", "ansible_become": False}
+             "__pgbackrest_user": "root", "ansible_become": False,
+             "node_exporter_certificate_lists_dir": "%s/node-{{ inventory_hostname }}/certificates.d" % tmp_path}
+    given.update(settings)
     for host in hosts:
         (tmp_path / f"node-{host}").mkdir(exist_ok=True)
     return run_play(tmp_path, "pgbackrest", tasks, ",".join(hosts), inventory(), given, handlers=[HANDLER])
@@ -91,6 +93,7 @@ def test_ca_and_host_certificates_for_mutual_tls_made_once(tmp_path):
     # The repository host serves a member, the member serves the repository host.
     assert handshake(tmp_path, "mon1", "pg1") == "pg1"
     assert handshake(tmp_path, "pg1", "mon1") == "mon1"
+    check_renewal(tmp_path)
 
 
 def test_a_certificate_of_another_ca_or_another_name_is_refused(tmp_path):
@@ -102,3 +105,30 @@ def test_a_certificate_of_another_ca_or_another_name_is_refused(tmp_path):
         handshake(tmp_path, "mon1", "pg1", client_ca=other / "secrets" / "pgbackrest" / "ca.crt")
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(tmp_path, "mon1", "pg1", server_name="pg2")
+
+
+def check_renewal(tmp_path):
+    """Certificates near expiry are issued again, and their expiry is exported."""
+    pki = tmp_path / "secrets" / "pgbackrest"
+
+    def serials():
+        return {name: x509.load_pem_x509_certificate((pki / f"{name}.crt").read_bytes()).serial_number
+                for name in ("ca", "pg1", "mon1")}
+
+    before = serials()
+    # Every certificate now expires within the renewal margin: the CA and both hosts' certificates are issued again,
+    # with the same keys, and the hosts get them.
+    renewed = make_certificates(tmp_path, ["pg1", "mon1"], pgbackrest_tls_renew_days=4000)
+    after = serials()
+    assert all(after[name] != before[name] for name in before), renewed.stdout[-3000:]
+    for host in ("pg1", "mon1"):
+        assert (tmp_path / f"node-{host}" / "host.crt").read_bytes() == (pki / f"{host}.crt").read_bytes()
+        assert (tmp_path / f"node-{host}" / "ca.crt").read_bytes() == (pki / "ca.crt").read_bytes()
+    assert handshake(tmp_path, "mon1", "pg1") == "pg1"
+    # Outside the margin again: nothing changes.
+    again = make_certificates(tmp_path, ["pg1", "mon1"])
+    assert changed(again) == {"pg1": 0, "mon1": 0}, again.stdout[-3000:]
+    # The node exporter's expiry timer reads the CA and the host certificate.
+    listing = (tmp_path / "node-pg1" / "certificates.d" / "pgbackrest.list").read_text().splitlines()
+    assert [line for line in listing if not line.startswith("#")] == [
+        str(tmp_path / "node-pg1" / "ca.crt"), str(tmp_path / "node-pg1" / "host.crt")]

@@ -330,6 +330,12 @@ TEMPLATE_HOSTS = {
     "alert_receiver": "mon1",
 }
 
+# The options of the roles' other entry points, for their templates.
+ENTRY_POINT_VARS = {
+    "node_exporter_certificate_list_name": "pgbackrest",
+    "node_exporter_certificate_list_paths": ["/etc/pgbackrest/tls/ca.crt"],
+}
+
 
 @pytest.mark.parametrize(
     "role, template",
@@ -351,7 +357,8 @@ def test_every_template_renders_on_its_hosts(tmp_path, role, template):
         )
     }
     out = render(
-        tmp_path, role, template, host=TEMPLATE_HOSTS[role], extra_vars={"alert_receiver_enabled": True, **secrets}
+        tmp_path, role, template, host=TEMPLATE_HOSTS[role], extra_vars={"alert_receiver_enabled": True, **secrets,
+                                                                           **ENTRY_POINT_VARS}
     )
     assert out.read_text().strip()
 

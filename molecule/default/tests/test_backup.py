@@ -8,6 +8,7 @@ import time
 
 import pytest
 import testinfra
+from test_monitoring import query
 
 from conftest import ADDRESSES, leader_name, patroni_cluster, playbook, psql, wait_for
 
@@ -102,3 +103,72 @@ def test_restore_for_inspection_finds_a_row_written_just_before(project_dir, inv
         backup.run("systemctl stop rtmx-restore-inspect.service")
     # The cluster was not touched.
     assert (leader_name(nodes["pg1"]), psql(nodes[leader], "SELECT pg_postmaster_start_time()")) == started
+
+
+CERTIFICATES_PROM = "/var/lib/prometheus/node-exporter/rtmx_certificates.prom"
+EXPIRY = "rtmx_tls_certificate_not_after_timestamp_seconds"
+
+
+def certificate_figures(host) -> dict:
+    """{(series name, path, index or None): value} of the host's certificate textfile."""
+    figures = {}
+    for line in host.check_output(f"cat {CERTIFICATES_PROM}").splitlines():
+        if line.startswith("#"):
+            continue
+        name, rest = line.split("{", 1)
+        labels = dict(pair.split("=", 1) for pair in rest.rsplit("} ", 1)[0].split('",'))
+        labels = {key: value.strip('"') for key, value in labels.items()}
+        figures[(name, labels["path"], labels.get("index"))] = float(line.rsplit(" ", 1)[1])
+    return figures
+
+
+def not_after(host, path) -> float:
+    end = host.check_output(f"openssl x509 -enddate -noout -in {path}").split("=", 1)[1]
+    return float(host.check_output(f"date -d '{end}' +%s"))
+
+
+def test_certificate_expiry_of_every_pgbackrest_host_reaches_prometheus(backup, nodes):
+    for name, host in {**nodes, "mon1": backup}.items():
+        host.check_output("systemctl start rtmx-certificate-expiry.service")
+        figures = certificate_figures(host)
+        for path in ("/etc/pgbackrest/tls/ca.crt", "/etc/pgbackrest/tls/host.crt"):
+            assert figures[("rtmx_tls_certificate_read_success", path, None)] == 1, (name, figures)
+            assert figures[(EXPIRY, path, "0")] == not_after(host, path), (name, path)
+        assert host.service("rtmx-certificate-expiry.timer").is_enabled
+    hosts = wait_for(lambda: {series["metric"]["instance"] for series in query(
+        f'{EXPIRY}{{path="/etc/pgbackrest/tls/host.crt"}} - time() > 3000 * 86400')} >= {*nodes, "mon1"} or None,
+        timeout=90, what="every pgBackRest host certificate in Prometheus, ten years ahead")
+    assert hosts
+
+
+def test_a_certificate_near_expiry_makes_the_alert_pending(backup):
+    """A listed certificate with a day left, and a listed file that is missing: the textfile says so and
+    Prometheus evaluates both alerts on them (pending: for 10 minutes), and on nothing else."""
+    directory = "/run/rtmx-molecule-certificates"
+    short, missing = f"{directory}/short.crt", f"{directory}/missing.crt"
+    listing = "/etc/rtmx-ha/certificates.d/molecule.list"
+    try:
+        backup.check_output(f"mkdir -p {directory} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
+                            f"-nodes -keyout {directory}/short.key -out {short} -days 1 -subj /CN=molecule-short")
+        backup.check_output(f"printf '%s\\n' {short} {missing} > {listing}")
+        backup.check_output("systemctl start rtmx-certificate-expiry.service")
+        figures = certificate_figures(backup)
+        assert figures[(EXPIRY, short, "0")] == not_after(backup, short)
+        assert figures[("rtmx_tls_certificate_read_success", missing, None)] == 0
+        assert "missing.crt" in backup.check_output("journalctl -u rtmx-certificate-expiry.service -n 20 --no-pager")
+
+        def pending():
+            found = {(alert["metric"]["alertname"], alert["metric"]["severity"], alert["metric"]["path"])
+                     for alert in query('ALERTS{alertname=~"RtmxCertificate.*"}')}
+            return found if len(found) >= 3 else None
+
+        assert wait_for(pending, timeout=120, what="the certificate alerts pending") == {
+            ("RtmxCertificateExpiring", "warning", short),
+            ("RtmxCertificateExpiring", "critical", short),
+            ("RtmxCertificateUnreadable", "warning", missing),
+        }
+    finally:
+        backup.run(f"rm -rf {directory} {listing}")
+        backup.run("systemctl start rtmx-certificate-expiry.service")
+    wait_for(lambda: not query('ALERTS{alertname=~"RtmxCertificate.*"}'), timeout=120,
+             what="the certificate alerts gone with their series")
