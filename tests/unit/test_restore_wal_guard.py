@@ -217,7 +217,9 @@ def setup(tmp_path, patroni):
         return path
 
     def run(name=SEGMENT, destination="pg_wal/RECOVERYXLOG", config=None, rc=0):
-        env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")), FAKE_PGBACKREST_RC=str(rc))
+        env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ.get("PATH", "")), FAKE_PGBACKREST_RC=str(rc),
+                   # A proxy from the environment is never used (it would see the credentials).
+                   http_proxy="http://127.0.0.1:%d" % closed_port(), no_proxy="")
         argv = [sys.executable, str(SCRIPT), "--config=%s" % (config or write_config()), "--stanza=rtmx", name,
                 destination]
         result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)

@@ -114,7 +114,10 @@ class RestApi:
             self._auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
         scheme = "https" if restapi.get("certfile") else "http"
         self.local_url = "%s://%s" % (scheme, restapi.get("connect_address") or restapi.get("listen") or "")
-        self._context = ssl.create_default_context(cafile=restapi.get("cafile") or None) if scheme == "https" else None
+        context = ssl.create_default_context(cafile=restapi.get("cafile") or None) if scheme == "https" else None
+        # Straight to the members: never through a proxy from the environment (it would see the credentials).
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                   urllib.request.HTTPSHandler(context=context))
         self._timeout = timeout
 
     def get(self, base_url, path):
@@ -128,7 +131,7 @@ class RestApi:
 
     def _get(self, url, auth):
         request = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
-        with urllib.request.urlopen(request, timeout=self._timeout, context=self._context) as response:
+        with self._opener.open(request, timeout=self._timeout) as response:
             return json.loads(response.read().decode("utf-8"))
 
 
