@@ -16,6 +16,7 @@ from role_render import PG, ROOT, inventory, render, run_play, with_member_facts
 PGBACKREST = shutil.which("pgbackrest")
 needs_pgbackrest = pytest.mark.skipif(PGBACKREST is None, reason="pgbackrest not found: `make packages` installs it")
 CIPHER = "c" * 64
+GUARDED_RESTORE_COMMAND = '/usr/local/lib/rtmx-ha/restore-wal --config=/etc/patroni/config.yml --stanza=rtmx %f "%p"'
 
 
 def patroni_config(tmp_path, inv, **extra):
@@ -52,16 +53,17 @@ def test_patroni_archives_to_the_repository_only_with_a_backup_host(tmp_path):
     assert pg["parameters"]["archive_mode"] == "on"
     assert pg["parameters"]["archive_command"] == "pgbackrest --stanza=rtmx archive-push %p"
     assert pg["parameters"]["archive_timeout"] == 60
-    # By default replicas never read the archive (they could replay past a new leader's fork point).
-    assert "recovery_conf" not in pg and "pgbackrest" not in pg
-    assert pg["create_replica_methods"] == ["basebackup"]
+    # By default replicas are made from the repository and read the archive through the guard.
+    assert pg["recovery_conf"] == {"restore_command": GUARDED_RESTORE_COMMAND}
+    assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     # initdb as before: the restore method is restore.yml's alone.
     assert "method" not in config["bootstrap"]
 
 
-def test_patroni_makes_replicas_from_the_repository_when_asked(tmp_path):
-    pg = patroni_config(tmp_path, inventory(), patroni_replica_from_backup=True)["postgresql"]
-    assert pg["recovery_conf"] == {"restore_command": 'pgbackrest --stanza=rtmx archive-get %f "%p"'}
+def test_patroni_makes_replicas_from_the_repository_by_default(tmp_path):
+    pg = patroni_config(tmp_path, inventory())["postgresql"]
+    # Only WAL of the current leader's history (roles/patroni/files/rtmx_restore_wal.py), never plain archive-get.
+    assert pg["recovery_conf"] == {"restore_command": GUARDED_RESTORE_COMMAND}
     assert pg["create_replica_methods"] == ["pgbackrest", "basebackup"]
     assert pg["pgbackrest"] == {
         "command": "/usr/bin/pgbackrest --stanza=rtmx --delta restore",
@@ -87,6 +89,12 @@ def test_patroni_archives_under_the_stanza_and_timeout_the_inventory_sets(tmp_pa
     assert pg["parameters"]["archive_command"] == "pgbackrest --stanza=main archive-push %p"
     assert pg["parameters"]["archive_timeout"] == 30
     assert "--stanza=main" in pg["pgbackrest"]["command"] and "--stanza=main" in pg["recovery_conf"]["restore_command"]
+
+
+def test_patroni_restore_command_reads_the_rest_api_from_the_configuration_file_the_role_writes(tmp_path):
+    pg = patroni_config(tmp_path, inventory(), patroni_config_file="/etc/patroni/rtmx.yml")["postgresql"]
+    command = pg["recovery_conf"]["restore_command"]
+    assert command.startswith("/usr/local/lib/rtmx-ha/restore-wal --config=/etc/patroni/rtmx.yml ")
 
 
 def test_patroni_bootstraps_from_the_backup_when_restore_sets_the_command(tmp_path):
