@@ -10,7 +10,7 @@ import pytest
 import testinfra
 from test_monitoring import query
 
-from conftest import ADDRESSES, leader_name, patroni_cluster, playbook, psql, wait_for
+from conftest import ADDRESSES, PG_HOSTS, leader_name, patroni_cluster, playbook, psql, wait_for
 
 testinfra_hosts = ["pg1"]
 BACKUP_ADDRESS = "198.18.1.41"
@@ -172,3 +172,25 @@ def test_a_certificate_near_expiry_makes_the_alert_pending(backup):
         backup.run("systemctl start rtmx-certificate-expiry.service")
     wait_for(lambda: not query('ALERTS{alertname=~"RtmxCertificate.*"}'), timeout=120,
              what="the certificate alerts gone with their series")
+
+
+def test_a_replica_made_again_comes_from_the_repository(nodes):
+    """`patronictl reinit` (runbook 7.4) restores the replica from the repository (pgbackrest, the first
+    create_replica_method), not from the leader; it then follows the leader, on its timeline, through the guarded
+    restore_command and streaming."""
+    leader = leader_name(nodes["pg1"])
+    replica = next(name for name in reversed(PG_HOSTS) if name != leader)
+    host = nodes[replica]
+    since = host.check_output("date +%s")
+    host.check_output(f"patronictl -c /etc/patroni/config.yml reinit rtmx {replica} --force --wait")
+
+    def following():
+        members = {m["name"]: m for m in patroni_cluster(nodes[leader])["members"]}
+        state = members.get(replica, {})
+        ok = state.get("state") in ("running", "streaming") and state.get("timeline") == members[leader]["timeline"]
+        return ok and psql(host, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+    wait_for(following, timeout=120, what=f"{replica} streaming from {leader} again")
+    log = host.check_output(f"journalctl -u patroni --since @{since} --no-pager -o cat")
+    assert "replica has been created using pgbackrest" in log, log[-3000:]
+    assert "forked off" not in host.check_output(f"journalctl --since @{since} --no-pager -o cat")
