@@ -193,7 +193,7 @@ def test_alertmanager_delivers_a_critical_alert_to_the_receiver_and_its_resoluti
 
     firing_record = wait_for(lambda: delivered("firing"), timeout=60, interval=2, what="the firing notification")
     assert firing_record[0]["summary"]["receiver"] == "critical"
-    # group_wait 10 s: an operator hears of a critical alert well within 30 s.
+    # group_wait 5 s: an operator hears of a critical alert well within 30 s.
     assert firing_record[0]["received_at"] - started < 30
     wait_for(lambda: delivered("resolved"), timeout=150, interval=5, what="the resolved notification")
 
