@@ -61,6 +61,29 @@ def test_an_older_ancestor_timeline_is_looked_up_in_the_whole_history():
         guard.decide(segment, "pg2", PRIMARY_TL11, history((8, 0x2800000), (9, 0x5000000), (10, 0x7000000)))
 
 
+def test_timeline_numbers_may_skip_after_a_recovery_to_an_older_timeline():
+    """Timeline 8 recovered from timeline 5 (6 and 7 exist elsewhere in the archive): 5's WAL up to its switch
+    is the leader's history."""
+    leader = {**PRIMARY_TL10, "timeline": 8}
+    lines = history((3, 0x2000000), (5, 0x9000000))
+    assert guard.decide("000000050000000000000008", "pg2", leader, lines)
+    assert guard.decide("000000030000000000000001", "pg2", leader, lines)
+    with pytest.raises(guard.Refused, match="timeline 5 ended at 0/9000000"):
+        guard.decide("000000050000000000000009", "pg2", leader, lines)
+    with pytest.raises(guard.Refused, match="timeline 6 is not in"):
+        guard.decide("000000060000000000000008", "pg2", leader, lines)
+
+
+def test_a_recovery_that_ended_before_its_parents_switch_bounds_the_parent_too():
+    """Timeline 11 forked from 10 at 0/9000000; a recovery on timeline 11 ended at 0/5800000, still in the part it
+    shares with 10, and made timeline 12: 10's WAL past 0/5800000 is not timeline 12's history."""
+    leader = {**PRIMARY_TL10, "timeline": 12}
+    lines = history((10, 0x9000000), (11, 0x5800000))
+    assert guard.decide("0000000A0000000000000004", "pg2", leader, lines)
+    with pytest.raises(guard.Refused, match="timeline 10 ended at 0/5800000"):
+        guard.decide(SEGMENT, "pg2", leader, lines)
+
+
 @pytest.mark.parametrize(
     "segment, switch",
     [
@@ -86,8 +109,8 @@ def test_a_segment_crossing_or_past_the_fork_is_refused(segment, switch):
         ("pg1", {"state": "running", "role": "master"}, None, "reports no timeline"),
         ("pg1", {**PRIMARY_TL10, "timeline": 9}, None, "timeline 10 is newer than leader pg1's timeline 9"),
         # Just promoted: the DCS history does not have the new switch yet.
-        ("pg2", PRIMARY_TL11, history((8, 0x100000), (9, 0x200000)), "does not reach leader pg2's timeline 11"),
-        ("pg2", PRIMARY_TL11, None, "does not reach"),
+        ("pg2", PRIMARY_TL11, history((8, 0x100000), (9, 0x200000)), "timeline 10 is not in leader pg2's history"),
+        ("pg2", PRIMARY_TL11, None, "timeline 10 is not in"),
         ("pg2", {**PRIMARY_TL11, "timeline": 12}, history((9, 1), (11, 0x9000000)), "timeline 10 is not in"),
     ],
 )

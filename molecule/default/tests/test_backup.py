@@ -193,4 +193,6 @@ def test_a_replica_made_again_comes_from_the_repository(nodes):
     wait_for(following, timeout=120, what=f"{replica} streaming from {leader} again")
     log = host.check_output(f"journalctl -u patroni --since @{since} --no-pager -o cat")
     assert "replica has been created using pgbackrest" in log, log[-3000:]
+    # It catches up through the guarded restore_command, not plain archive-get.
+    assert psql(host, "SHOW restore_command").startswith("/usr/local/lib/rtmx-ha/restore-wal ")
     assert "forked off" not in host.check_output(f"journalctl --since @{since} --no-pager -o cat")

@@ -90,12 +90,13 @@ def decide(wal_name, leader, status, history, segment_size=DEFAULT_WAL_SEGMENT_S
     for line in history or []:
         if isinstance(line, list) and len(line) >= 2 and isinstance(line[0], int) and isinstance(line[1], int):
             switches[line[0]] = line[1]
-    # The DCS history lags a promotion by a Patroni loop: it must already end with the leader's parent timeline.
-    if not switches or max(switches) != leader_timeline - 1:
-        raise Refused("the DCS history does not reach leader %s's timeline %d yet" % (leader, leader_timeline))
+    # The lines are the leader's ancestors (timeline numbers may skip: a recovery to an older timeline). The DCS
+    # history lags a promotion by a Patroni loop: a timeline it does not list yet is refused.
     if timeline not in switches:
-        raise Refused("timeline %d is not in leader %s's history" % (timeline, leader))
-    switch = switches[timeline]
+        raise Refused("timeline %d is not in leader %s's history (yet)" % (timeline, leader))
+    # A timeline's WAL is the leader's history up to the earliest switch at or after it: a later recovery may have
+    # ended on an older part of its parent, before the parent's own switch.
+    switch = min(lsn for line_timeline, lsn in switches.items() if line_timeline >= timeline)
     if end > switch:
         raise Refused("timeline %d ended at %s, before this segment's end %s: the rest is not leader %s's history"
                       % (timeline, format_lsn(switch), format_lsn(end), leader))
