@@ -547,3 +547,49 @@ def test_without_begin_drain_sigterm_stops_as_plain_uvicorn():
 
     with sigterm_ignored():
         asyncio.run(scenario())
+
+
+def test_a_shutdown_step_that_hangs_is_bounded_logged_where_it_waits_and_left_behind(caplog):
+    from rtmx_sync.app import finish_within
+
+    async def hangs_deep_inside():
+        await asyncio.Event().wait()
+
+    async def hangs():
+        await hangs_deep_inside()
+
+    async def ignores_cancellation():
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    async def fails():
+        raise OSError("connection reset")
+
+    async def scenario():
+        finished = []
+
+        async def finishes():
+            await asyncio.sleep(0.05)
+            finished.append(True)
+
+        started = time.monotonic()
+        left = await finish_within(
+            {"stuck": hangs(), "stubborn": ignores_cancellation(), "quick": finishes(), "broken": fails()}, 0.5
+        )
+        assert 0.5 <= time.monotonic() - started < 2
+        assert left == ["stubborn", "stuck"] and finished == [True]
+
+    # Not asyncio.run: it would cancel and await the stubborn step at the end, for ever.
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="rtmx_sync.app"):
+            loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    messages = [record.getMessage() for record in caplog.records]
+    stuck = [m for m in messages if m.startswith("shutdown: stuck did not finish in 0.5 s")]
+    assert len(stuck) == 1 and "in hangs_deep_inside <- " in stuck[0] and stuck[0].endswith("in hangs"), messages
+    assert any(m.startswith("shutdown: stubborn did not finish") for m in messages), messages
+    assert "shutdown: broken failed: OSError('connection reset')" in messages
+    assert not any("quick" in m for m in messages)

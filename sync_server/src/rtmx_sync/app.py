@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from ipaddress import ip_address, ip_network
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -49,6 +50,37 @@ CHECK_CACHE_S = 1.0
 CHECK_TIMEOUT_S = 1.0
 LOOP_TICK_S = 0.25
 MAX_LOOP_LAG_S = 2.0
+
+
+def awaiting(coroutine) -> str:
+    """Where a suspended coroutine waits: its chain of awaits, outermost first."""
+    where = []
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
+    return " <- ".join(reversed(where)) or "unknown"
+
+
+async def finish_within(steps: dict[str, Awaitable], seconds: float) -> list[str]:
+    """Run the named steps concurrently for at most `seconds`; the ones still running are logged with where
+    they wait, cancelled and left behind (not awaited: a step that ignores cancellation would hang us too).
+    Returns their names."""
+    tasks = {asyncio.ensure_future(step): name for name, step in steps.items()}
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in tasks:
+        if task in pending:
+            log.error(
+                "shutdown: %s did not finish in %.1f s, left behind; it waits at %s",
+                tasks[task],
+                seconds,
+                awaiting(task.get_coro()),
+            )
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            log.warning("shutdown: %s failed: %r", tasks[task], task.exception())
+    return sorted(tasks[task] for task in pending)
 
 
 class TokenBucket:
@@ -114,12 +146,12 @@ class SyncService:
         try:
             yield
         finally:
-            # uvicorn has stopped accepting by now: no point waiting for the load balancers.
-            await self._drain_once(wait_for_lb=False)
+            # uvicorn has stopped accepting by now: no point waiting for the load balancers. Every step is
+            # bounded: a shutdown that hangs holds up a rolling restart until systemd kills the process.
+            await finish_within({"drain": self._drain_once(wait_for_lb=False)}, self.settings.shutdown_grace_s + 1)
             self.registry.close()
             self._ticker.cancel()
-            await self.store.close()
-            await self.bus.close()
+            await finish_within({"postgres": self.store.close(), "redis": self.bus.close()}, self.settings.io_timeout_s)
 
     async def begin_drain(self) -> None:
         """Graceful shutdown within settings.shutdown_grace_s: /health answers 503 at
