@@ -129,7 +129,7 @@ molecule: ## molecule test: create, converge, verify (idempotence after the dril
 	@scripts/lab-lock.sh $(MAKE) --no-print-directory $@-locked
 molecule-locked: venv image
 	@rm -f .cache/molecule-verify.xml
-	molecule test --all || { scripts/junit-failures.py .cache/molecule-verify.xml; exit 1; }
+	molecule test --all; status=$$?; scripts/junit-failures.py .cache/molecule-verify.xml; exit $$status
 
 .PHONY: test test-locked
 test: ## Every test: lint, unit, build, molecule (prints durations)
