@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PREFIX = "rtmx-labtest"
@@ -84,6 +85,8 @@ def test_lab_up_twice_then_down_leaves_nothing(lab):
     connection = lab["state"] / "connection.env"
     assert connection.stat().st_mode & 0o777 == 0o600 and lab["state"].stat().st_mode & 0o777 == 0o700
     assert 'RTMX_VIP="198.18.2.100"' in connection.read_text()
+    api_port = yaml.safe_load((ROOT / "roles" / "haproxy" / "defaults" / "main.yml").read_text())["haproxy_api_port"]
+    assert f'RTMX_API_URL="http://198.18.2.100:{api_port}"' in connection.read_text()
     assert "generated-redis_password" in connection.read_text() and "generated-" not in printed
     # ... and what an aborted drill leaves: a probe configuration with credentials.
     aborted = lab["reports"] / "drills" / "20261127T000000Z"

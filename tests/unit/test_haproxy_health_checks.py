@@ -172,6 +172,8 @@ def test_api_frontend_on_the_vip_with_forwarded_headers_and_websockets(config):
     front, back = parsed["api"], parsed["api_servers"]
     assert "bind 10.0.0.100:80" in front and "mode http" in front
     assert "option forwardfor" in front and "http-request set-header X-Forwarded-Proto http" in front
+    assert "http-request set-header X-Forwarded-Host %[req.hdr(host)]" in front
+    assert "http-request set-header X-Forwarded-Port %[dst_port]" in front
     assert "maxconn 2000" in front
     assert any(line.startswith("timeout tunnel ") for line in back), "WebSocket (/ws) tunnels need timeout tunnel"
     assert "option redispatch 1" in back

@@ -1,11 +1,12 @@
 """The RTMX dashboard and API (rtmx.ha.api_server) through the VIP: every instance active and UP in
 HAProxy, the dashboard, the JSON API and the WebSocket served through the VIP, /health on each instance,
-a killed instance restarted by systemd without a failed request, and a new RTM database rolled out one
-instance at a time without a failed request."""
+a killed instance restarted by systemd without a failed request, and a new RTM database (from a git
+repository at a tag) rolled out one instance at a time, never two out of HAProxy, without a failed request."""
 
 import asyncio
 import json
 import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -57,12 +58,20 @@ def health(name: str) -> dict:
     return dict(json.loads(body), http=status)
 
 
+STATS_PORT = role_default("haproxy", "haproxy_stats_port")
+
+
 def haproxy_api_status(lbs) -> dict:
-    """{lb: {instance: status}} of the api_servers backend on every lb."""
-    auth = f"admin:{secret('haproxy_stats_password')}"
+    """{lb: {instance: status}} of the api_servers backend on every lb (the stats CSV, read from the
+    controller: fast enough to sample several times a second)."""
+    password = urllib.request.HTTPPasswordMgrWithDefaultRealm()
     out = {}
-    for name, lb in lbs.items():
-        csv = lb.check_output(f"curl -s -u {auth} 'http://{ADDRESSES[name]}:7000/;csv'")
+    for name in lbs:
+        url = f"http://{ADDRESSES[name]}:{STATS_PORT}/;csv"
+        password.add_password(None, url, "admin", secret("haproxy_stats_password"))
+        opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(password))
+        with opener.open(url, timeout=5) as answer:
+            csv = answer.read().decode()
         out[name] = {row.split(",")[1]: row.split(",")[17] for row in csv.splitlines()
                      if row.startswith("api_servers,") and row.split(",")[1] in API}
     return out
@@ -202,28 +211,46 @@ def changed_database(tmp_path):
     return project
 
 
+def git_repository(directory, tag: str):
+    """The directory made a git repository with one commit, tagged."""
+    def git(*args):
+        subprocess.run(["git", "-C", str(directory), *args], check=True, capture_output=True)
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=molecule", "-c", "user.email=molecule@localhost", "commit", "-q", "-m", "RTM database")
+    git("tag", tag)
+    return directory
+
+
 def test_new_database_is_rolled_out_one_instance_at_a_time_without_a_failed_request(
-        project_dir, inventory, changed_database):
+        project_dir, inventory, lbs, changed_database):
     samples, stop = [], threading.Event()
 
-    def watch():  # how many instances are not serving, five times a second
+    def watch():  # which instances are not serving, or not UP in some HAProxy, five times a second
         while not stop.is_set():
-            down = []
+            down = set()
             for name in API:
                 try:
                     if health(name).get("http") != 200:
-                        down.append(name)
+                        down.add(name)
                 except ValueError:
-                    down.append(name)
-            samples.append((time.time(), down))
+                    down.add(name)
+            try:
+                for status in haproxy_api_status(lbs).values():
+                    down |= {name for name in API if status.get(name) != "UP"}
+            except OSError:
+                pass  # the instances' own answers still count
+            samples.append((time.time(), sorted(down)))
             time.sleep(0.2)
 
     watcher = threading.Thread(target=watch, daemon=True)
     try:
         with Prober() as probe:
             watcher.start()
+            # From a git repository at a tag (test_a_database_rtmx_cannot_load... uses a directory).
             output = run_site(project_dir, inventory, "--limit", "api", "--tags", API_TAGS,
-                              "-e", f"api_server_database_dir={changed_database}")
+                              "-e", f"api_server_database_git_repo=file://{git_repository(changed_database, 'v2')}",
+                              "-e", "api_server_database_git_version=v2")
             served_before = len(probe.results)
             wait_for(lambda: len(probe.results) >= served_before + 10, timeout=30, what="requests after the run")
         stop.set()
