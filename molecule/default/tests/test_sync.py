@@ -10,9 +10,10 @@ import time
 import uuid
 
 import pytest
+import testinfra
 import websockets
 
-from conftest import ADDRESSES, PROJECT_DIR, VIP, playbook, secret, sync_token, wait_for
+from conftest import ADDRESSES, PROJECT_DIR, VIP, playbook, role_default, secret, sync_token, wait_for
 from rtmx_sync.client import YClient, eventually
 
 testinfra_hosts = ["lb1"]
@@ -48,6 +49,18 @@ def test_every_sync_server_is_healthy_and_up_in_haproxy(lbs):
         csv = lbs[name].check_output(f"curl -s -u {auth} 'http://{ADDRESSES[name]}:7000/;csv'")
         status = {row.split(",")[1]: row.split(",")[17] for row in csv.splitlines() if row.startswith("sync_servers,sync")}
         assert status == {"sync1": "UP", "sync2": "UP", "sync3": "UP"}, status
+
+
+def test_each_server_may_hold_twice_its_connection_cap_in_descriptors(inventory):
+    # Connections over the cap are accepted, then refused with a reason: under systemd's default 1024
+    # descriptors a server would fail with EMFILE long before its 5000 connections.
+    wanted = 2 * role_default("sync_server", "sync_server_max_connections")
+    for name in SYNC:
+        node = testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+        pid = node.check_output("systemctl show -p MainPID --value rtmx-sync")
+        (soft,) = [line.split()[3] for line in node.check_output(f"cat /proc/{pid}/limits").splitlines()
+                   if line.startswith("Max open files")]
+        assert int(soft) >= wanted, (name, soft)
 
 
 def test_clients_of_one_room_share_a_server_and_converge(lbs):
@@ -109,8 +122,6 @@ def test_clients_need_a_valid_token_for_their_room():
 
 
 def test_tokens_reach_no_log(lbs, inventory):
-    import testinfra
-
     room = f"molecule-{uuid.uuid4().hex[:8]}"
     token = sync_token(room)
 
