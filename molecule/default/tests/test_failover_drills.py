@@ -14,7 +14,7 @@ import os
 import pathlib
 import time
 
-from conftest import LB_HOSTS, PG_HOSTS, PROJECT_DIR, SYNC_HOSTS, playbook
+from conftest import LB_HOSTS, PG_HOSTS, PROJECT_DIR, SYNC_HOSTS, failed_tasks, playbook
 
 testinfra_hosts = ["pg1"]
 
@@ -52,7 +52,7 @@ def run_drills(project_dir, inventory, name: str, *extra) -> dict:
                    timeout=2400, check=False, log=log)
     runs = [p for p in keep.iterdir() if p.is_dir()]
     assert len(runs) == 1 and (runs[0] / "report.json").exists(), (
-        f"the drill run wrote no report (full log: {log}):\n{out[-4000:]}")
+        f"the drill run wrote no report (full log: {log}):\n{failed_tasks(out)}\n...\n{out[-2000:]}")
     run = runs[0]
     assert not list(run.glob("*.probe-config.json")), "a probe configuration (credentials) was left behind"
     # Nor any generated secret in what is kept (the drill's log, restore.yml's and site.yml's logs, the reports).
@@ -68,7 +68,7 @@ def run_drills(project_dir, inventory, name: str, *extra) -> dict:
     report = json.loads((run / "report.json").read_text())
     problems = checks.problems(report)
     assert not problems, f"{len(problems)} drill checks failed (report {run / 'report.md'}):\n" + "\n".join(problems)
-    assert "Summary:" in out, f"failover-drill.yml did not finish (full log: {log}):\n{out[-4000:]}"
+    assert "Summary:" in out, f"failover-drill.yml did not finish (full log: {log}):\n{failed_tasks(out)}\n...\n{out[-2000:]}"
     return report
 
 

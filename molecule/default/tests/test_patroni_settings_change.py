@@ -25,18 +25,20 @@ def test_parameter_change_is_applied_by_reload_and_restart_is_only_reported(node
     leader = nodes[leader_name(nodes["pg1"])]
     started = {name: _started_at(node) for name, node in nodes.items()}
 
-    output = _converge_patroni(project_dir, inventory, {"work_mem": "8MB", "max_connections": 250})
-    assert "DCS | bring cluster-wide settings in line with the inventory" in output
-    assert "take effect only after a PostgreSQL restart" in output
-    wait_for(lambda: psql(leader, "SHOW work_mem") == "8MB", timeout=30, what="work_mem reloaded")
-    assert psql(leader, "SHOW max_connections") == "200"
-    pending = json.loads(nodes["pg1"].check_output(f"curl -sf http://{ADDRESSES['pg1']}:8008/patroni"))
-    assert pending.get("pending_restart") is True
+    try:
+        output = _converge_patroni(project_dir, inventory, {"work_mem": "8MB", "max_connections": 250})
+        assert "DCS | bring cluster-wide settings in line with the inventory" in output
+        assert "take effect only after a PostgreSQL restart" in output
+        wait_for(lambda: psql(leader, "SHOW work_mem") == "8MB", timeout=30, what="work_mem reloaded")
+        assert psql(leader, "SHOW max_connections") == "200"
+        pending = json.loads(nodes["pg1"].check_output(f"curl -sf http://{ADDRESSES['pg1']}:8008/patroni"))
+        assert pending.get("pending_restart") is True
 
-    _converge_patroni(project_dir, inventory, {"work_mem": "4MB", "max_connections": 200})
-    wait_for(lambda: psql(leader, "SHOW work_mem") == "4MB", timeout=30, what="work_mem back")
-    wait_for(lambda: not json.loads(nodes["pg1"].check_output(
-        f"curl -sf http://{ADDRESSES['pg1']}:8008/patroni")).get("pending_restart"), timeout=30, what="no pending restart")
-    assert {name: _started_at(node) for name, node in nodes.items()} == started, "a member was restarted"
-    # Back to the inventory's own values, so later runs start from a clean slate.
-    _converge_patroni(project_dir, inventory, {})
+        _converge_patroni(project_dir, inventory, {"work_mem": "4MB", "max_connections": 200})
+        wait_for(lambda: psql(leader, "SHOW work_mem") == "4MB", timeout=30, what="work_mem back")
+        wait_for(lambda: not json.loads(nodes["pg1"].check_output(
+            f"curl -sf http://{ADDRESSES['pg1']}:8008/patroni")).get("pending_restart"), timeout=30, what="no pending restart")
+        assert {name: _started_at(node) for name, node in nodes.items()} == started, "a member was restarted"
+    finally:
+        # Back to the inventory's own values (also after a failure), so later tests start from a clean slate.
+        _converge_patroni(project_dir, inventory, {})
